@@ -1,0 +1,145 @@
+"""Values the monitor reasons about: specs, snapshots, queries, events, messages.
+
+Core module: no I/O, no clock. Times are Unix timestamps (float seconds, UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Event kinds about one spec, selectable per watch with `events = [...]`.
+SPEC_EVENT_KINDS = ("available", "unavailable", "max_num", "added", "removed")
+# Event kinds the monitor adds on its own.
+BASELINE = "baseline"  # first successful poll: which watched specs are available now
+FLAPPING = "flapping"  # availability changed more than 4 times within an hour
+STABLE = "stable"  # a flapping spec has been stable for an hour again
+REMINDER = "reminder"  # remind_every: still available
+DEGRADED = "degraded"  # failure_alert_after consecutive failed polls
+RECOVERED = "recovered"  # first good poll after a degraded alert
+ALL_EVENT_KINDS = (*SPEC_EVENT_KINDS, BASELINE, FLAPPING, STABLE, REMINDER, DEGRADED, RECOVERED)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One entry of the spec catalog, as parsed from a successful answer."""
+
+    key: str  # spec_code, or "spec_code#spec_id" when the answer lists the code twice
+    spec_code: str
+    no_resource: bool
+    max_num: int
+    gpu_num: int
+    gpu_type: str = ""
+    spec_id: int | None = None
+    core: str = ""
+    cpu: str = ""
+    unit_num: int | None = None
+    storage: str = ""
+    interface_type: int | None = None
+
+    @property
+    def available(self) -> bool:
+        return not self.no_resource
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "spec_code": self.spec_code,
+            "no_resource": self.no_resource,
+            "max_num": self.max_num,
+            "gpu_num": self.gpu_num,
+            "gpu_type": self.gpu_type,
+            "spec_id": self.spec_id,
+            "core": self.core,
+            "cpu": self.cpu,
+            "unit_num": self.unit_num,
+            "storage": self.storage,
+            "interface_type": self.interface_type,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Spec:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The full spec list of one successful poll of one query."""
+
+    taken_at: float
+    specs: tuple[Spec, ...]
+
+    def by_key(self) -> dict[str, Spec]:
+        return {s.key: s for s in self.specs}
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.specs]
+
+    @classmethod
+    def from_json(cls, taken_at: float, data: list[dict[str, Any]]) -> Snapshot:
+        return cls(taken_at, tuple(Spec.from_json(d) for d in data))
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One HTTP request a watch needs; watches with equal queries share one request."""
+
+    account: str
+    region: str
+    project_id: str | None  # None: looked up from the region through IAM
+    job_type: str | None
+    engine_id: int = 0
+    project_type: int = 0
+    catalog: str = "job-specs"
+
+    @property
+    def key(self) -> str:
+        return "/".join(
+            [
+                self.catalog,
+                self.account,
+                self.region,
+                self.project_id or "-",
+                self.job_type or "-",
+                str(self.engine_id),
+                str(self.project_type),
+            ]
+        )
+
+    def describe(self) -> str:
+        parts = [f"account {self.account}", f"region {self.region}"]
+        if self.job_type:
+            parts.append(f"job_type {self.job_type}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A detected change (or health notice) for one watch."""
+
+    id: str
+    watch: str
+    kind: str
+    at: float
+    spec_key: str | None = None
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "watch": self.watch,
+            "kind": self.kind,
+            "at": self.at,
+            "spec": self.spec_key,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What one notifier is told about one poll of one watch."""
+
+    title: str
+    body: str
+    event_ids: tuple[str, ...]
+    urgent: bool = False  # contains an `available` event: never held by quiet hours

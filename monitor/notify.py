@@ -1,0 +1,177 @@
+"""Delivery through apprise, one URL at a time.
+
+Each apprise URL is its own delivery, so one failing URL never causes a resend
+to the others. apprise is imported only here and only when something is sent
+(it costs ~0.4 s and ~40 MiB), so the command line starts fast.
+
+apprise never raises on a failed delivery; it returns a result and logs the
+reason. The reason (an SMTP 535, Slack's answer) is captured from its log
+entries, redacted, and carried in a DeliveryError for the outbox to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from .config import Notifier
+from .errors import DeliveryError, Problem
+from .redact import mask_url, redact
+from .store import Target, url_key
+
+log = logging.getLogger("monitor.notify")
+T = TypeVar("T")
+
+SEND_TIMEOUT = 60.0  # a notifier that hangs longer counts as failed; the thread is abandoned
+
+
+async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float) -> T:
+    """Run a blocking call in a daemon thread; give up waiting after ``timeout``.
+
+    Unlike a worker thread, an abandoned daemon thread cannot hold the process
+    open at exit, so a hanging SMTP server never delays shutdown.
+    """
+    box: dict[str, Any] = {}
+    done = anyio.Event()
+    token = anyio.lowlevel.current_token()
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box["error"] = exc
+        try:
+            anyio.from_thread.run_sync(done.set, token=token)
+        except Exception:  # noqa: BLE001 - the event loop is gone; nobody waits any more
+            pass
+
+    threading.Thread(target=target, name="modelarts-monitor-send", daemon=True).start()
+    with anyio.move_on_after(timeout):
+        await done.wait()
+    if not done.is_set():
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class AppriseNotifier:
+    """Knows each notifier's URLs and delivers one message to one of them."""
+
+    def __init__(self, notifiers: Mapping[str, Notifier], *, timeout: float = SEND_TIMEOUT):
+        self.timeout = timeout
+        self._urls: dict[str, tuple[str, str, Notifier]] = {}  # url_key -> (kind, value, notifier)
+        self._targets: dict[str, list[Target]] = {}
+        for notifier in notifiers.values():
+            targets = []
+            for secret in notifier.urls:
+                url = secret.reveal()
+                key = url_key(url)
+                self._urls[key] = ("url", url, notifier)
+                targets.append(Target(notifier.name, key, mask_url(url)))
+            if notifier.config is not None:
+                ident = f"config:{notifier.config}#{notifier.tag or ''}"
+                key = url_key(ident)
+                self._urls[key] = ("config", str(notifier.config), notifier)
+                label = f"apprise config {notifier.config}" + (f" tag {notifier.tag}" if notifier.tag else "")
+                targets.append(Target(notifier.name, key, label))
+            self._targets[notifier.name] = targets
+
+    def targets(self, names: Iterable[str]) -> list[Target]:
+        return [t for name in names for t in self._targets.get(name, [])]
+
+    def knows(self, key: str) -> bool:
+        return key in self._urls
+
+    def notifier_of(self, key: str) -> Notifier | None:
+        entry = self._urls.get(key)
+        return entry[2] if entry else None
+
+    async def send(self, key: str, title: str, body: str) -> None:
+        """Deliver to one URL; raises DeliveryError with a redacted reason."""
+        entry = self._urls.get(key)
+        if entry is None:
+            raise DeliveryError("the notifier URL is no longer configured", permanent=True)
+        kind, value, notifier = entry
+        try:
+            await run_in_daemon_thread(_send_blocking, kind, value, notifier.tag, title, body,
+                                       self.timeout, timeout=self.timeout + 5)
+        except TimeoutError:
+            raise DeliveryError(f"no answer within {self.timeout:g}s (the notifier hangs)") from None
+
+    def validate(self) -> list[Problem]:
+        """Let apprise judge every URL (loads its plugins: slow, so only on start and check)."""
+        import apprise
+
+        problems = []
+        for key, (kind, value, notifier) in self._urls.items():
+            if kind != "url":
+                continue
+            if apprise.Apprise.instantiate(value) is None:
+                index = next(i for i, s in enumerate(notifier.urls) if url_key(s.reveal()) == key)
+                problems.append(Problem(
+                    "", f"notifiers.{notifier.name}.urls[{index}]",
+                    f"apprise does not understand {mask_url(value)}: check the scheme and its "
+                    "required parts (see the apprise wiki for this service)",
+                ))
+        return problems
+
+
+def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str,
+                   timeout: float) -> None:
+    import apprise
+
+    asset = apprise.AppriseAsset(app_id="modelarts-monitor", app_desc="modelarts-monitor",
+                                 app_url="https://github.com/")
+    ap = apprise.Apprise(asset=asset)
+    if kind == "url":
+        if not ap.add(value):
+            raise DeliveryError(f"apprise does not understand {mask_url(value)}", permanent=True)
+        match: Any = apprise.common.MATCH_ALL_TAG
+    else:
+        conf = apprise.AppriseConfig()
+        if not conf.add(value):
+            raise DeliveryError(f"cannot read the apprise configuration {value}", permanent=True)
+        ap.add(conf)
+        match = tag or apprise.common.MATCH_ALL_TAG
+    entries: list[str] = []
+
+    def collect(entry: Any, _plugin: Any = None) -> None:
+        level = getattr(entry, "level", "")
+        message = getattr(entry, "message", str(entry))
+        if str(level).upper() in ("WARNING", "ERROR", "CRITICAL") or "response" in message.lower():
+            entries.append(message)
+
+    try:
+        result = ap.notify(
+            body=body,
+            title=title,
+            body_format=apprise.NotifyFormat.MARKDOWN,
+            tag=match,
+            log_level=logging.DEBUG,
+            log_callback=collect,
+        )
+    except TypeError:  # apprise before 2.0: no log capture, a plain bool
+        result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.MARKDOWN, tag=match)
+    if result:
+        return
+    if not entries:
+        for service in _services(result):
+            entries.extend(getattr(e, "message", str(e)) for e in service.logs())
+    reason = "; ".join(dict.fromkeys(e.strip() for e in entries if e.strip())) or "apprise reported a failure"
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    raise DeliveryError(redact(reason))
+
+
+def _services(result: Any) -> list[Any]:
+    try:
+        return list(result)
+    except TypeError:
+        return []
