@@ -25,7 +25,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
 def ensure_env(extras: str) -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - this script runs before any check of ours
         sys.exit(f"modelarts-monitor needs Python 3.10 or newer; this is {sys.version.split()[0]}")
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     stamp = VENV / ".installed"
@@ -38,8 +38,7 @@ def ensure_env(extras: str) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     target = f".[{extras}]" if extras else "."
     print(f"Installing modelarts-monitor{f'[{extras}]' if extras else ''} into .venv ...", flush=True)
-    cmd = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--editable", target]
+    cmd = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--editable", target]
     if subprocess.call(cmd, cwd=ROOT) != 0:
         sys.exit("Installing failed; see pip's message above.")
     previous = stamp.read_text().split() if stamp.exists() else []

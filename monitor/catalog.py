@@ -88,10 +88,10 @@ class JobSpecCatalog:
         if "specs" not in data:
             if code:
                 raise api_error_from_fields(code, message, request_id, default="error answer")
-            raise PollError("malformed answer: no \"specs\" list")
+            raise PollError('malformed answer: no "specs" list')
         raw_specs = data["specs"]
         if not isinstance(raw_specs, list):
-            raise PollError(f"malformed answer: \"specs\" is {_kind(raw_specs)}, expected a list")
+            raise PollError(f'malformed answer: "specs" is {_kind(raw_specs)}, expected a list')
         total = data.get("spec_total_count")
         if total is not None:
             count = _as_int(total)
@@ -113,8 +113,9 @@ def decode_json(body: bytes) -> Any:
         raise PollError(f"malformed answer: {what} ({start!r}...)" if start else "empty answer") from None
 
 
-def api_error_from_fields(code: str | None, message: str | None, request_id: str | None,
-                          *, default: str, status: int | None = None) -> PollError:
+def api_error_from_fields(
+    code: str | None, message: str | None, request_id: str | None, *, default: str, status: int | None = None
+) -> PollError:
     from .api.errors import classify
 
     return classify(code, message, status=status, request_id=request_id, default=default)

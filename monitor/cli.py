@@ -52,7 +52,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="modelarts-monitor", description=DESCRIPTION, epilog=EPILOG,
+        prog="modelarts-monitor",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -62,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    sub.add_parser("run", parents=[common], help="run the daemon",
-                   description="Poll, detect and notify until stopped (SIGTERM/SIGINT); SIGHUP reloads.")
+    sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon",
+        description="Poll, detect and notify until stopped (SIGTERM/SIGINT); SIGHUP reloads.",
+    )
     p = sub.add_parser("check", parents=[common], help="validate the configuration")
     p.add_argument("--online", action="store_true", help="also make one authenticated call per account")
     p = sub.add_parser("once", parents=[common], help="poll now and print watched specs and changes")
@@ -78,14 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("test-notify", parents=[common], help="send a test message to the notifiers")
     p.add_argument("--notifier", metavar="NAME", action="append", help="only this notifier (repeatable)")
-    p = sub.add_parser("simulate", help="serve the stand-in ModelArts/IAM API",
-                       description="A local stand-in for the ModelArts and IAM APIs that checks "
-                       "signatures and tokens like the real ones, with capacity that changes over time.")
+    p = sub.add_parser(
+        "simulate",
+        help="serve the stand-in ModelArts/IAM API",
+        description="A local stand-in for the ModelArts and IAM APIs that checks "
+        "signatures and tokens like the real ones, with capacity that changes over time.",
+    )
     p.add_argument("--listen", metavar="ADDR", default="127.0.0.1:8086", help="HOST:PORT (default 127.0.0.1:8086)")
     p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in demo scenario)")
-    p = sub.add_parser("demo", help="run the simulator and the daemon together and show alerts",
-                       description="Start the simulator, a local alert receiver and the daemon with a "
-                       "demo configuration, and print each alert as it arrives. Ctrl-C stops.")
+    p = sub.add_parser(
+        "demo",
+        help="run the simulator and the daemon together and show alerts",
+        description="Start the simulator, a local alert receiver and the daemon with a "
+        "demo configuration, and print each alert as it arrives. Ctrl-C stops.",
+    )
     p.add_argument("--duration", metavar="DURATION", help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--keep", metavar="DIR", help="keep the demo's configuration and state in DIR")
     return parser
@@ -117,7 +129,7 @@ def run_command(argv: list[str]) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - a bug: one clear line, the traceback only on request
+    except Exception as exc:
         from .redact import redact
 
         print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
@@ -126,8 +138,7 @@ def run_command(argv: list[str]) -> int:
 
             traceback.print_exc()
         else:
-            print("set MODELARTS_MONITOR_DEBUG=1 to see the traceback, and please report it",
-                  file=sys.stderr)
+            print("set MODELARTS_MONITOR_DEBUG=1 to see the traceback, and please report it", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -322,7 +333,7 @@ async def _once(config: Config, args: argparse.Namespace) -> int:
     else:
         daemon.store = None
     try:
-        await daemon._build_clients()
+        await daemon.build_clients()
         queries = [(q, [w for w in ws if w.name in selected]) for q, ws in config.queries().items()]
         queries = [(q, ws) for q, ws in queries if ws]
         states, stored = await _load_state(config, daemon, queries)
@@ -338,16 +349,22 @@ async def _once(config: Config, args: argparse.Namespace) -> int:
         for query, watches in queries:
             health, previous = stored[query.key]
             outcome = outcomes[query.key]
-            result = process_poll(watches, health, previous,
-                                  {w.name: states.get(w.name) for w in watches}, outcome, now,
-                                  failure_alert_after=config.monitor.failure_alert_after)
+            result = process_poll(
+                watches,
+                health,
+                previous,
+                {w.name: states.get(w.name) for w in watches},
+                outcome,
+                now,
+                failure_alert_after=config.monitor.failure_alert_after,
+            )
             if result.error is not None:
                 failed += 1
             if args.notify:
                 from .store import SqliteStore
 
                 assert isinstance(daemon.store, SqliteStore)
-                outgoing = daemon._messages(watches, result, now)
+                outgoing = daemon.messages_for(watches, result, now)
                 await anyio.to_thread.run_sync(daemon.store.commit_poll, query.key, result, outgoing, now)
             for w in watches:
                 report.append(_once_entry(w, outcome, result, states.get(w.name)))
@@ -401,8 +418,8 @@ async def _send_pending(daemon: Any) -> int:
     before = daemon.delivery_failures
     limiter = anyio.CapacityLimiter(8)
     async with anyio.create_task_group() as tg:
-        await daemon._deliver_due(tg, limiter)
-    return daemon.delivery_failures - before
+        await daemon.deliver_due(tg, limiter)
+    return int(daemon.delivery_failures - before)
 
 
 def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[str, Any]:
@@ -418,9 +435,18 @@ def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[st
         entry["error"] = result.error.describe()
     if isinstance(outcome, Snapshot):
         entry["specs"] = [
-            {"spec_code": s.spec_code, "key": s.key, "gpu_type": s.gpu_type, "gpu_num": s.gpu_num,
-             "core": s.core, "cpu": s.cpu, "available": s.available, "max_num": s.max_num}
-            for s in outcome.specs if selects(watch, s)
+            {
+                "spec_code": s.spec_code,
+                "key": s.key,
+                "gpu_type": s.gpu_type,
+                "gpu_num": s.gpu_num,
+                "core": s.core,
+                "cpu": s.cpu,
+                "available": s.available,
+                "max_num": s.max_num,
+            }
+            for s in outcome.specs
+            if selects(watch, s)
         ]
     entry["first_poll"] = previous is None
     entry["changes"] = [e.to_json() for e in result.events.get(watch.name, [])]
@@ -428,9 +454,8 @@ def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[st
 
 
 def _print_once(report: list[dict[str, Any]]) -> None:
-    from .render import event_line
-
     from .model import Event
+    from .render import event_line
 
     for entry in report:
         print(f"watch {entry['watch']} ({entry['region']}, job type {entry['job_type'] or 'any'})")
@@ -483,8 +508,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"error: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.watch and args.watch not in {w.name for w in config.watches}:
-        print(f"note: {args.watch!r} is not in the configuration; showing its stored history",
-              file=sys.stderr)
+        print(f"note: {args.watch!r} is not in the configuration; showing its stored history", file=sys.stderr)
     import time
 
     from .render import event_line
@@ -530,8 +554,10 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     names = args.notifier or list(config.notifiers)
     unknown = [n for n in names if n not in config.notifiers]
     if unknown:
-        print(f"error: no notifier named {', '.join(unknown)} (configured: {', '.join(config.notifiers) or 'none'})",
-              file=sys.stderr)
+        print(
+            f"error: no notifier named {', '.join(unknown)} (configured: {', '.join(config.notifiers) or 'none'})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if not names:
         print("error: no notifiers are configured", file=sys.stderr)

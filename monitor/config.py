@@ -289,7 +289,7 @@ def _resolve_reference(ref: str) -> str:
     kind, _, rest = ref.partition(":")
     if kind == "env":
         if not rest:
-            raise ValueError("env: needs a variable name, such as \"env:HW_SECRET_KEY\"")
+            raise ValueError('env: needs a variable name, such as "env:HW_SECRET_KEY"')
         value = os.environ.get(rest)
         if value is None:
             raise ValueError(f"environment variable {rest} is not set")
@@ -306,7 +306,7 @@ def _resolve_reference(ref: str) -> str:
                 "(LoadCredential= in the unit); it is not set. Outside systemd use env: or file:"
             )
         if not rest or "/" in rest:
-            raise ValueError(f"cred:{rest}: expected a credential name such as \"cred:hw_secret_key\"")
+            raise ValueError(f'cred:{rest}: expected a credential name such as "cred:hw_secret_key"')
         path = Path(cred_dir) / rest
     try:
         value = path.read_text(encoding="utf-8").strip()
@@ -351,7 +351,7 @@ class _Reader:
             if key in allowed:
                 continue
             hint = difflib.get_close_matches(key, allowed, n=1)
-            suggestion = f"; did you mean \"{hint[0]}\"?" if hint else ""
+            suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
             where = f"{path}.{key}" if path else key
             self.problem(where, f"unknown key{suggestion} (allowed: {', '.join(allowed)})")
 
@@ -361,8 +361,15 @@ class _Reader:
             return None
         return value
 
-    def string(self, table: dict[str, Any], key: str, path: str, *, default: Any = _MISSING,
-               choices: Iterable[str] | None = None) -> Any:
+    def string(
+        self,
+        table: dict[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: Any = _MISSING,
+        choices: Iterable[str] | None = None,
+    ) -> Any:
         value = table.get(key, _MISSING)
         if value is _MISSING:
             if default is _MISSING:
@@ -382,8 +389,16 @@ class _Reader:
                 return None
         return value
 
-    def integer(self, table: dict[str, Any], key: str, path: str, *, default: int,
-                minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(
+        self,
+        table: dict[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: int,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int:
         value = table.get(key, _MISSING)
         if value is _MISSING:
             return default
@@ -396,15 +411,16 @@ class _Reader:
             self.problem(f"{path}.{key}", f"must be at most {maximum}, got {value}")
         return value
 
-    def duration(self, table: dict[str, Any], key: str, path: str, *, default: Any,
-                 minimum: float | None = None) -> Any:
+    def duration(
+        self, table: dict[str, Any], key: str, path: str, *, default: Any, minimum: float | None = None
+    ) -> Any:
         value = table.get(key, _MISSING)
         if value is _MISSING:
             return default
         if not isinstance(value, str):
             self.problem(
                 f"{path}.{key}",
-                f"expected a duration string such as \"60s\" or \"5m\", got {_describe(value)}",
+                f'expected a duration string such as "60s" or "5m", got {_describe(value)}',
             )
             return default
         try:
@@ -417,8 +433,9 @@ class _Reader:
             return default
         return seconds
 
-    def string_list(self, table: dict[str, Any], key: str, path: str, *, default: tuple[str, ...] = ()
-                    ) -> tuple[str, ...]:
+    def string_list(
+        self, table: dict[str, Any], key: str, path: str, *, default: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         value = table.get(key, _MISSING)
         if value is _MISSING:
             return default
@@ -437,8 +454,7 @@ class _Reader:
         if not isinstance(value, str) or not value:
             self.problem(
                 where,
-                f"expected a non-empty string (a value, or env:NAME, file:/path, cred:NAME), "
-                f"got {_describe(value)}",
+                f"expected a non-empty string (a value, or env:NAME, file:/path, cred:NAME), got {_describe(value)}",
             )
             return None
         return self.secret_value(value, where)
@@ -472,8 +488,19 @@ class _Reader:
             return None
         self.check_keys(
             table,
-            ["interval", "jitter", "timeout", "max_concurrency", "state_dir", "failure_alert_after",
-             "retention", "http_listen", "log_format", "log_level", "heartbeat_url"],
+            [
+                "interval",
+                "jitter",
+                "timeout",
+                "max_concurrency",
+                "state_dir",
+                "failure_alert_after",
+                "retention",
+                "http_listen",
+                "log_format",
+                "log_level",
+                "heartbeat_url",
+            ],
             path,
         )
         d = MonitorSettings()
@@ -489,8 +516,7 @@ class _Reader:
         retention = self.duration(table, "retention", path, default=d.retention, minimum=3600.0)
         http_listen = self.listen(table.get("http_listen", ""), f"{path}.http_listen")
         log_format = self.string(table, "log_format", path, default="auto", choices=LOG_FORMATS)
-        log_level = self.string(table, "log_level", path, default="info",
-                                choices=("debug", "info", "warning", "error"))
+        log_level = self.string(table, "log_level", path, default="info", choices=("debug", "info", "warning", "error"))
         heartbeat = None
         if "heartbeat_url" in table:
             heartbeat = self.secret(table, "heartbeat_url", path, required=False)
@@ -515,20 +541,20 @@ class _Reader:
         if value is _MISSING:
             return 0.1
         if not isinstance(value, str):
-            self.problem(where, f"expected a percentage such as \"10%\" or a duration, got {_describe(value)}")
+            self.problem(where, f'expected a percentage such as "10%" or a duration, got {_describe(value)}')
             return 0.1
         text = value.strip()
         if text.endswith("%"):
             try:
                 fraction = float(text[:-1]) / 100
             except ValueError:
-                self.problem(where, f"expected a percentage such as \"10%\", got {value!r}")
+                self.problem(where, f'expected a percentage such as "10%", got {value!r}')
                 return 0.1
         else:
             try:
                 fraction = parse_duration(text) / interval
             except ValueError:
-                self.problem(where, f"expected a percentage such as \"10%\" or a duration, got {value!r}")
+                self.problem(where, f'expected a percentage such as "10%" or a duration, got {value!r}')
                 return 0.1
         if not 0 <= fraction <= 0.5:
             self.problem(where, f"must be between 0% and 50% of the interval, got {value!r}")
@@ -539,12 +565,12 @@ class _Reader:
         if value == "":
             return None
         if not isinstance(value, str):
-            self.problem(where, f"expected \"HOST:PORT\" such as \"127.0.0.1:9464\", got {_describe(value)}")
+            self.problem(where, f'expected "HOST:PORT" such as "127.0.0.1:9464", got {_describe(value)}')
             return None
         host, sep, port = value.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.problem(where, f"expected \"HOST:PORT\" such as \"127.0.0.1:9464\", got {value!r}")
+            self.problem(where, f'expected "HOST:PORT" such as "127.0.0.1:9464", got {value!r}')
             return None
         return host, int(port)
 
@@ -598,17 +624,18 @@ class _Reader:
             fields["password"] = self.secret(table, "password", path, required=True)
         else:
             fields["token"] = self.secret(table, "token", path, required=True)
-        return Account(name=name, auth=auth, endpoint=endpoint, iam_endpoint=iam_endpoint,
-                       ca_bundle=ca_bundle, **fields)
+        return Account(
+            name=name, auth=auth, endpoint=endpoint, iam_endpoint=iam_endpoint, ca_bundle=ca_bundle, **fields
+        )
 
     def endpoint(self, table: dict[str, Any], key: str, path: str, default: str) -> str:
         value = self.string(table, key, path, default=default)
         if value is None:
             return default
         if not value.startswith(("https://", "http://")):
-            self.problem(f"{path}.{key}", f"expected an https:// URL (\"{{region}}\" is filled in), got {value!r}")
+            self.problem(f"{path}.{key}", f'expected an https:// URL ("{{region}}" is filled in), got {value!r}')
             return default
-        return value
+        return str(value)
 
     def notifiers(self, raw: Any) -> dict[str, Notifier]:
         table = self.table(raw, "notifiers")
@@ -649,9 +676,9 @@ class _Reader:
                 self.problem(f"{path}.config", f"{conf_path} is not a readable file")
         tag = self.string(table, "tag", path, default=None)
         if tag is not None and conf_path is None:
-            self.problem(f"{path}.tag", "only applies together with \"config\"")
+            self.problem(f"{path}.tag", 'only applies together with "config"')
         if raw_urls is _MISSING and conf is None:
-            self.problem(path, "needs \"urls\" (a list of apprise URLs) or \"config\" (an apprise file)")
+            self.problem(path, 'needs "urls" (a list of apprise URLs) or "config" (an apprise file)')
         elif raw_urls is not _MISSING and not raw_urls and conf is None:
             self.problem(f"{path}.urls", "is empty: list at least one apprise URL")
         quiet = None
@@ -659,7 +686,7 @@ class _Reader:
         if raw_quiet is not None:
             m = _QUIET.match(raw_quiet.strip())
             if not m or int(m[1]) > 23 or int(m[3]) > 23 or int(m[2]) > 59 or int(m[4]) > 59:
-                self.problem(f"{path}.quiet_hours", f"expected \"HH:MM-HH:MM\" such as \"22:00-07:00\", got {raw_quiet!r}")
+                self.problem(f"{path}.quiet_hours", f'expected "HH:MM-HH:MM" such as "22:00-07:00", got {raw_quiet!r}')
             else:
                 quiet = (int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4]))
                 if quiet[0] == quiet[1]:
@@ -667,8 +694,7 @@ class _Reader:
                     quiet = None
         return Notifier(name=name, urls=tuple(urls), config=conf_path, tag=tag, quiet_hours=quiet)
 
-    def watches(self, raw: Any, accounts: dict[str, Account], notifiers: dict[str, Notifier]
-                ) -> tuple[Watch, ...]:
+    def watches(self, raw: Any, accounts: dict[str, Account], notifiers: dict[str, Notifier]) -> tuple[Watch, ...]:
         if raw is _MISSING:
             self.problem("watch", "missing: add at least one [[watch]] table")
             return ()
@@ -690,8 +716,7 @@ class _Reader:
             result.append(watch)
         return tuple(result)
 
-    def watch(self, index: int, raw: Any, accounts: dict[str, Account], notifiers: dict[str, Notifier]
-              ) -> Watch | None:
+    def watch(self, index: int, raw: Any, accounts: dict[str, Account], notifiers: dict[str, Notifier]) -> Watch | None:
         path = f"watch[{index}]"
         table = self.table(raw, path)
         if table is None:
@@ -699,9 +724,23 @@ class _Reader:
         before = len(self.problems)
         self.check_keys(
             table,
-            ["name", "account", "region", "project_id", "job_type", "engine_id", "project_type",
-             "gpu_types", "spec_codes", "min_gpu_num", "events", "notify", "interval", "confirm",
-             "remind_every"],
+            [
+                "name",
+                "account",
+                "region",
+                "project_id",
+                "job_type",
+                "engine_id",
+                "project_type",
+                "gpu_types",
+                "spec_codes",
+                "min_gpu_num",
+                "events",
+                "notify",
+                "interval",
+                "confirm",
+                "remind_every",
+            ],
             path,
         )
         name = self.string(table, "name", path)
@@ -712,13 +751,15 @@ class _Reader:
             if len(accounts) == 1:
                 account = next(iter(accounts))
             elif accounts:
-                self.problem(f"{path}.account", f"missing: there are several accounts ({', '.join(accounts)}); say which one")
+                self.problem(
+                    f"{path}.account", f"missing: there are several accounts ({', '.join(accounts)}); say which one"
+                )
         elif account is not None and account not in accounts:
             known = ", ".join(accounts) or "none defined"
             self.problem(f"{path}.account", f"no account named {account!r} (defined: {known})")
         region = self.string(table, "region", path)
         if region is not None and not _REGION.match(region):
-            self.problem(f"{path}.region", f"expected a region name such as \"cn-north-4\", got {region!r}")
+            self.problem(f"{path}.region", f'expected a region name such as "cn-north-4", got {region!r}')
         project_id = self.string(table, "project_id", path, default=None)
         if project_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project_id):
             self.problem(f"{path}.project_id", f"expected a project ID (letters and digits), got {project_id!r}")
@@ -767,7 +808,7 @@ def _check_url_shape(url: str) -> str | None:
     """A cheap shape check; apprise itself judges the URL when it is first used."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme or not rest or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        return "expected an apprise URL such as \"slack://TokenA/TokenB/TokenC\" or \"mailtos://user:pass@host\""
+        return 'expected an apprise URL such as "slack://TokenA/TokenB/TokenC" or "mailtos://user:pass@host"'
     return None
 
 

@@ -149,7 +149,7 @@ class Daemon:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when ``handle_signals``)."""
         try:
             self.store = await anyio.to_thread.run_sync(SqliteStore.open, self.config.monitor.state_dir)
-            await self._build_clients()
+            await self.build_clients()
             await self._load_runtimes(list(self.config.queries().items()))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -168,7 +168,10 @@ class Daemon:
                 self.sd.ready(self._status_line())
                 log.info(
                     "modelarts-monitor %s started: %d watches, %d queries, state in %s",
-                    __version__, len(self.config.watches), len(self.runtimes), self.store.path,
+                    __version__,
+                    len(self.config.watches),
+                    len(self.runtimes),
+                    self.store.path,
                 )
                 self.ready.set()
                 await self._stop_requested.wait()
@@ -203,7 +206,7 @@ class Daemon:
                     self.stop()
                     return
 
-    async def _build_clients(self) -> None:
+    async def build_clients(self) -> None:
         old = self.clients
         self.clients = {}
         for name, account in self.config.accounts.items():
@@ -211,8 +214,7 @@ class Daemon:
             if previous is not None and previous.account == account:
                 self.clients[name] = previous
                 continue
-            http = build_http_client(account, self.config.monitor.timeout,
-                                     self.config.monitor.max_concurrency * 2)
+            http = build_http_client(account, self.config.monitor.timeout, self.config.monitor.max_concurrency * 2)
             if self._transport is not None:
                 import httpx
 
@@ -236,8 +238,11 @@ class Daemon:
                 continue
             health, snapshot = await self._db(store.load_query, query.key)
             self.runtimes[query.key] = QueryRuntime(
-                query=query, watches=list(watches), interval=self.config.query_interval(query),
-                health=health, snapshot=snapshot,
+                query=query,
+                watches=list(watches),
+                interval=self.config.query_interval(query),
+                health=health,
+                snapshot=snapshot,
             )
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -274,7 +279,7 @@ class Daemon:
             self.config = config
             self.notifier = notifier or AppriseNotifier(config.notifiers)
             self.limiter.total_tokens = config.monitor.max_concurrency
-            await self._build_clients()
+            await self.build_clients()
             queries = config.queries()
             wanted = {q.key: (q, ws) for q, ws in queries.items()}
             for key in list(self.runtimes):
@@ -307,7 +312,9 @@ class Daemon:
             removed = sorted({w.name for w in old.watches} - names)
             log.info(
                 "configuration reloaded: %d watches (%s added, %s removed), %d queries",
-                len(config.watches), ", ".join(added) or "none", ", ".join(removed) or "none",
+                len(config.watches),
+                ", ".join(added) or "none",
+                ", ".join(removed) or "none",
                 len(self.runtimes),
             )
             if forgotten:
@@ -343,15 +350,17 @@ class Daemon:
                 if result is None or result.error is None:
                     base, rt.next_due = next_poll(base, rt.interval, jitter, now, self.rng)
                 else:
-                    delay = poll_backoff(rt.health.failures, result.error.category, rt.interval,
-                                         result.error.retry_after, self.rng)
+                    delay = poll_backoff(
+                        rt.health.failures, result.error.category, rt.interval, result.error.retry_after, self.rng
+                    )
                     rt.next_due = base = now + delay
                     log.warning(
                         "%s: poll failed (%d in a row): %s; next try in %s",
-                        rt.query.describe(), rt.health.failures, result.error.describe(),
+                        rt.query.describe(),
+                        rt.health.failures,
+                        result.error.describe(),
                         format_duration(delay),
-                        extra={"query": rt.query.key, "code": result.error.code,
-                               "request_id": result.error.request_id},
+                        extra={"query": rt.query.key, "code": result.error.code, "request_id": result.error.request_id},
                     )
 
     async def poll(self, query: Query) -> Snapshot | PollError:
@@ -378,10 +387,15 @@ class Daemon:
             now = self.clock.time()
             watches = list(rt.watches)
             result = process_poll(
-                watches, rt.health, rt.snapshot, {w.name: self.states.get(w.name) for w in watches},
-                outcome, now, failure_alert_after=self.config.monitor.failure_alert_after,
+                watches,
+                rt.health,
+                rt.snapshot,
+                {w.name: self.states.get(w.name) for w in watches},
+                outcome,
+                now,
+                failure_alert_after=self.config.monitor.failure_alert_after,
             )
-            outgoing = self._messages(watches, result, now)
+            outgoing = self.messages_for(watches, result, now)
             assert self.store is not None
             try:
                 await self._db(self.store.commit_poll, query.key, result, outgoing, now)
@@ -402,8 +416,11 @@ class Daemon:
         self.cycles += 1
         for event in result.all_events:
             log.info(
-                "%s: %s%s [%s]", event.watch, event.kind,
-                f" {event.spec_key}" if event.spec_key else "", event.id,
+                "%s: %s%s [%s]",
+                event.watch,
+                event.kind,
+                f" {event.spec_key}" if event.spec_key else "",
+                event.id,
                 extra={"watch": event.watch, "event_id": event.id, "kind": event.kind},
             )
         if outgoing:
@@ -412,7 +429,7 @@ class Daemon:
         self._maybe_heartbeat()
         return result
 
-    def _messages(self, watches: list[Watch], result: PollResult, now: float) -> list[Outgoing]:
+    def messages_for(self, watches: list[Watch], result: PollResult, now: float) -> list[Outgoing]:
         out = []
         for w in watches:
             events = result.events.get(w.name) or []
@@ -437,7 +454,7 @@ class Daemon:
             limiter = anyio.CapacityLimiter(DELIVERY_CONCURRENCY)
             while True:
                 self._deliver_wake = anyio.Event()
-                await self._deliver_due(tg, limiter)
+                await self.deliver_due(tg, limiter)
                 assert self.store is not None
                 next_at = await self._db(self.store.next_due)
                 wait = 60.0
@@ -446,7 +463,7 @@ class Daemon:
                 with anyio.move_on_after(wait / self.clock.scale):
                     await self._deliver_wake.wait()
 
-    async def _deliver_due(self, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
+    async def deliver_due(self, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
         assert self.store is not None
         now = self.clock.time()
         await self._release_held(now)
@@ -464,8 +481,7 @@ class Daemon:
             message = render_digest(target.notifier, [(title, body) for _, _, title, body in items])
             digest = Outgoing(f"digest:{target.notifier}", message, [target])
             await self._db(self.store.release_held, [i for i, _, _, _ in items], digest, now)
-            log.info("quiet hours of %s ended: %d held messages go out as one digest",
-                     target.notifier, len(items))
+            log.info("quiet hours of %s ended: %d held messages go out as one digest", target.notifier, len(items))
 
     async def _deliver_one(self, d: Delivery, limiter: anyio.CapacityLimiter) -> None:
         assert self.store is not None
@@ -473,11 +489,15 @@ class Daemon:
         label = f"{d.notifier} ({d.url_label})"
         try:
             if not self.notifier.knows(d.url_key):
-                await self._db(store.mark_dropped, d.id, "notifier URL no longer configured",
-                               self.clock.time())
+                await self._db(store.mark_dropped, d.id, "notifier URL no longer configured", self.clock.time())
                 self.dropped += 1
-                log.error("dropped message %d for %s: %s is no longer configured", d.message_id,
-                          d.watch, label, extra={"watch": d.watch, "notifier": d.notifier})
+                log.error(
+                    "dropped message %d for %s: %s is no longer configured",
+                    d.message_id,
+                    d.watch,
+                    label,
+                    extra={"watch": d.watch, "notifier": d.notifier},
+                )
                 return
             try:
                 async with limiter:
@@ -488,8 +508,12 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await self._db(store.mark_sent, d.id, self.clock.time())
             self.delivered += 1
-            log.info("delivered \"%s\" to %s", d.title, label,
-                     extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label})
+            log.info(
+                'delivered "%s" to %s',
+                d.title,
+                label,
+                extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+            )
         except StateError as exc:
             log.error("delivery bookkeeping failed: %s", exc)
         finally:
@@ -506,15 +530,26 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await self._db(self.store.mark_dropped, d.id, exc.reason, now)
             self.dropped += 1
-            log.error("dropped \"%s\" for %s after %d attempts (%s): %s", d.title, label,
-                      d.attempts + 1, why, exc.reason,
-                      extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label})
+            log.error(
+                'dropped "%s" for %s after %d attempts (%s): %s',
+                d.title,
+                label,
+                d.attempts + 1,
+                why,
+                exc.reason,
+                extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+            )
             return
         with anyio.CancelScope(shield=True):
             await self._db(self.store.mark_failed, d.id, exc.reason, now + delay, now)
-        log.warning("delivery to %s failed (attempt %d): %s; retry in %s", label, d.attempts + 1,
-                    exc.reason, format_duration(delay),
-                    extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label})
+        log.warning(
+            "delivery to %s failed (attempt %d): %s; retry in %s",
+            label,
+            d.attempts + 1,
+            exc.reason,
+            format_duration(delay),
+            extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+        )
 
     async def _drain(self) -> None:
         """On stop: send what is due now, until nothing is due or the grace period ends."""
@@ -551,8 +586,7 @@ class Daemon:
         """False when a query loop has been inside one cycle for far too long."""
         now = self.clock.monotonic()
         limit = self.config.monitor.timeout * 4 + 60
-        return all(rt.in_cycle_since is None or now - rt.in_cycle_since < limit
-                   for rt in self.runtimes.values())
+        return all(rt.in_cycle_since is None or now - rt.in_cycle_since < limit for rt in self.runtimes.values())
 
     def _maybe_heartbeat(self) -> None:
         url = self.config.monitor.heartbeat_url

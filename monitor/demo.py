@@ -121,10 +121,14 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
         await tg.start(receiver.serve)
         state_dir = workdir / "state"
         config_path = workdir / "config.toml"
-        config_path.write_text(DEMO_CONFIG.format(
-            state_dir=state_dir, access_key=account.access_key, endpoint=simulator.url,
-            receiver=f"127.0.0.1:{receiver.port}",
-        ))
+        config_path.write_text(
+            DEMO_CONFIG.format(
+                state_dir=state_dir,
+                access_key=account.access_key,
+                endpoint=simulator.url,
+                receiver=f"127.0.0.1:{receiver.port}",
+            )
+        )
         config_path.chmod(0o600)
         os.environ["MODELARTS_DEMO_SECRET_KEY"] = account.secret_key or ""
         config = load_config(config_path)
@@ -133,8 +137,7 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
         print(f"  simulated ModelArts + IAM  {simulator.url}  (capacity changes every few seconds)")
         print(f"  alert receiver             http://127.0.0.1:{receiver.port}/alerts  (stands in for Slack)")
         print(f"  configuration              {config_path}")
-        print(_style("  The first message is the baseline; a capacity alert follows within ~10 s. "
-                     "Ctrl-C stops.", _DIM))
+        print(_style("  The first message is the baseline; a capacity alert follows within ~10 s. Ctrl-C stops.", _DIM))
         print(flush=True)
         daemon = Daemon(config)
 
@@ -153,6 +156,8 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
             tg.start_soon(stop_after, seconds)
         await daemon.run()
         tg.cancel_scope.cancel()
-    print(f"demo stopped: {alerts} alerts received. "
-          f"Next: copy config.example.toml, add your keys, and run `modelarts-monitor check`.")
+    print(
+        f"demo stopped: {alerts} alerts received. "
+        f"Next: copy config.example.toml, add your keys, and run `modelarts-monitor check`."
+    )
     return EXIT_OK

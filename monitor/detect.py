@@ -216,8 +216,7 @@ def baseline(watch: Watch, snapshot: Snapshot, now: float) -> tuple[WatchState, 
     return state, maker.events
 
 
-def detect(watch: Watch, previous: WatchState, snapshot: Snapshot, now: float
-           ) -> tuple[WatchState, list[Event]]:
+def detect(watch: Watch, previous: WatchState, snapshot: Snapshot, now: float) -> tuple[WatchState, list[Event]]:
     """Compare one successful snapshot with a watch's reported view."""
     state = previous.copy()
     maker = _EventMaker(watch.name, now)
@@ -229,7 +228,11 @@ def detect(watch: Watch, previous: WatchState, snapshot: Snapshot, now: float
         if current is None:
             assert spec is not None
             current = SpecState(
-                present=False, available=False, max_num=0, since=now, since_exact=True,
+                present=False,
+                available=False,
+                max_num=0,
+                since=now,
+                since_exact=True,
                 info=spec_info(spec),
             )
             state.specs[key] = current
@@ -244,8 +247,9 @@ def detect(watch: Watch, previous: WatchState, snapshot: Snapshot, now: float
     return state, maker.events
 
 
-def _observe(watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int], now: float,
-             maker: _EventMaker) -> None:
+def _observe(
+    watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int], now: float, maker: _EventMaker
+) -> None:
     if obs == cur.observed() or (not obs[0] and not cur.present):
         cur.pending = None
     else:
@@ -263,8 +267,15 @@ def _observe(watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int]
     _after_poll(watch, key, cur, now, maker)
 
 
-def _commit(watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int], first_seen: float,
-            now: float, maker: _EventMaker) -> None:
+def _commit(
+    watch: Watch,
+    key: str,
+    cur: SpecState,
+    obs: tuple[bool, bool, int],
+    first_seen: float,
+    now: float,
+    maker: _EventMaker,
+) -> None:
     present, available, max_num = obs
     wanted = set(watch.events)
     if not cur.present:
@@ -279,8 +290,14 @@ def _commit(watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int],
         duration = now - cur.since
         cur.present = False
         if "removed" in wanted:
-            maker.add("removed", key, **_describe(cur, key), was_available=was_available,
-                      lasted=duration if was_available else None, lasted_exact=cur.since_exact)
+            maker.add(
+                "removed",
+                key,
+                **_describe(cur, key),
+                was_available=was_available,
+                lasted=duration if was_available else None,
+                lasted_exact=cur.since_exact,
+            )
         return
     old_max = cur.max_num
     if available != cur.available:
@@ -295,8 +312,14 @@ def _commit(watch: Watch, key: str, cur: SpecState, obs: tuple[bool, bool, int],
         elif len(cur.flaps) > FLAP_LIMIT:
             cur.flapping = True
             if "available" in wanted or "unavailable" in wanted:
-                maker.add(FLAPPING, key, **_describe(cur, key), changes=len(cur.flaps),
-                          window=FLAP_WINDOW, quiet_for=STABLE_AFTER)
+                maker.add(
+                    FLAPPING,
+                    key,
+                    **_describe(cur, key),
+                    changes=len(cur.flaps),
+                    window=FLAP_WINDOW,
+                    quiet_for=STABLE_AFTER,
+                )
         else:
             kind = "available" if available else "unavailable"
             if kind in wanted:
@@ -328,8 +351,7 @@ def _after_poll(watch: Watch, key: str, cur: SpecState, now: float, maker: _Even
         and now - (cur.reminded if cur.reminded is not None else cur.since) >= watch.remind_every
     ):
         cur.reminded = now
-        maker.add(REMINDER, key, **_describe(cur, key), available_for=now - cur.since,
-                  available_exact=cur.since_exact)
+        maker.add(REMINDER, key, **_describe(cur, key), available_for=now - cur.since, available_exact=cur.since_exact)
 
 
 def _describe(cur: SpecState, key: str) -> dict[str, Any]:
@@ -337,8 +359,9 @@ def _describe(cur: SpecState, key: str) -> dict[str, Any]:
 
 
 # -- query health ---------------------------------------------------------------------------
-def judge_empty(health: QueryHealth, previous: Snapshot | None, snapshot: Snapshot
-                ) -> tuple[QueryHealth, PollError | None]:
+def judge_empty(
+    health: QueryHealth, previous: Snapshot | None, snapshot: Snapshot
+) -> tuple[QueryHealth, PollError | None]:
     """Apply the suspicious-empty rule: an empty answer is failed until it comes 3 times."""
     if snapshot.specs or previous is None or not previous.specs:
         return replace(health, empty_streak=0), None

@@ -12,7 +12,7 @@ def parse_duration(text: str) -> float:
     """Seconds in ``text``; raises ValueError with a message fit for a user."""
     compact = text.strip().lower().replace(" ", "")
     if not compact:
-        raise ValueError("expected a duration such as \"30s\", \"5m\", \"2h\" or \"7d\"")
+        raise ValueError('expected a duration such as "30s", "5m", "2h" or "7d"')
     pos = 0
     total = 0.0
     for match in _PART.finditer(compact):
@@ -23,7 +23,7 @@ def parse_duration(text: str) -> float:
     if pos != len(compact):
         raise ValueError(
             f"{text!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), "
-            "such as \"30s\", \"5m\", \"1h30m\" or \"7d\""
+            'such as "30s", "5m", "1h30m" or "7d"'
         )
     return total
 

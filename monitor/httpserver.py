@@ -58,16 +58,17 @@ class Response:
     stream: Callable[[], AsyncIterator[bytes]] | None = None
 
     @classmethod
-    def json(cls, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None
-             ) -> Response:
+    def json(cls, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
         import json
 
-        return cls(status, json.dumps(data, ensure_ascii=False).encode("utf-8"),
-                   [("Content-Type", "application/json"), *(headers or [])])
+        return cls(
+            status,
+            json.dumps(data, ensure_ascii=False).encode("utf-8"),
+            [("Content-Type", "application/json"), *(headers or [])],
+        )
 
     @classmethod
-    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8"
-             ) -> Response:
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> Response:
         return cls(status, text.encode("utf-8"), [("Content-Type", content_type)])
 
 
@@ -85,18 +86,14 @@ class HttpServer:
         self.handler = handler
         self.host = host
         self.port = port
-        self._listener: anyio.abc.SocketListener | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[HttpServer] = anyio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port,
-                                                   reuse_port=False)
-        self._listener = listener
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[HttpServer] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port, reuse_port=False)
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         task_status.started(self)
         async with listener:
@@ -106,7 +103,7 @@ class HttpServer:
         async with stream:
             try:
                 client = stream.extra(anyio.abc.SocketAttribute.remote_address)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 client = None
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
             try:
@@ -129,12 +126,17 @@ class HttpServer:
                         conn.start_next_cycle()
                     except h11.LocalProtocolError:
                         return
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
-                    ConnectionError, TimeoutError, h11.ProtocolError):
+            except (
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                anyio.EndOfStream,
+                ConnectionError,
+                TimeoutError,
+                h11.ProtocolError,
+            ):
                 return
 
-    async def _read_request(self, stream: anyio.abc.SocketStream, conn: h11.Connection,
-                            client: Any) -> Request | None:
+    async def _read_request(self, stream: anyio.abc.SocketStream, conn: h11.Connection, client: Any) -> Request | None:
         request: h11.Request | None = None
         body = bytearray()
         while True:
@@ -168,8 +170,7 @@ class HttpServer:
             elif isinstance(event, (h11.ConnectionClosed, h11.PAUSED)):
                 return None
 
-    async def _write_response(self, stream: anyio.abc.SocketStream, conn: h11.Connection,
-                              response: Response) -> None:
+    async def _write_response(self, stream: anyio.abc.SocketStream, conn: h11.Connection, response: Response) -> None:
         headers = [(k, v) for k, v in response.headers]
         names = {k.lower() for k, _ in headers}
         if "date" not in names:
@@ -191,5 +192,5 @@ def _reset(stream: anyio.abc.SocketStream) -> None:
     try:
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         pass

@@ -31,7 +31,7 @@ T = TypeVar("T")
 SEND_TIMEOUT = 60.0  # a notifier that hangs longer counts as failed; the thread is abandoned
 
 
-async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float) -> T:
+async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float) -> T:  # noqa: ASYNC109
     """Run a blocking call in a daemon thread; give up waiting after ``timeout``.
 
     Unlike a worker thread, an abandoned daemon thread cannot hold the process
@@ -44,11 +44,11 @@ async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float)
     def target() -> None:
         try:
             box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+        except BaseException as exc:
             box["error"] = exc
         try:
             anyio.from_thread.run_sync(done.set, token=token)
-        except Exception:  # noqa: BLE001 - the event loop is gone; nobody waits any more
+        except Exception:
             pass
 
     threading.Thread(target=target, name="modelarts-monitor-send", daemon=True).start()
@@ -58,7 +58,8 @@ async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float)
         raise TimeoutError
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 class AppriseNotifier:
@@ -100,8 +101,9 @@ class AppriseNotifier:
             raise DeliveryError("the notifier URL is no longer configured", permanent=True)
         kind, value, notifier = entry
         try:
-            await run_in_daemon_thread(_send_blocking, kind, value, notifier.tag, title, body,
-                                       self.timeout, timeout=self.timeout + 5)
+            await run_in_daemon_thread(
+                _send_blocking, kind, value, notifier.tag, title, body, self.timeout, timeout=self.timeout + 5
+            )
         except TimeoutError:
             raise DeliveryError(f"no answer within {self.timeout:g}s (the notifier hangs)") from None
 
@@ -115,20 +117,23 @@ class AppriseNotifier:
                 continue
             if apprise.Apprise.instantiate(value) is None:
                 index = next(i for i, s in enumerate(notifier.urls) if url_key(s.reveal()) == key)
-                problems.append(Problem(
-                    "", f"notifiers.{notifier.name}.urls[{index}]",
-                    f"apprise does not understand {mask_url(value)}: check the scheme and its "
-                    "required parts (see the apprise wiki for this service)",
-                ))
+                problems.append(
+                    Problem(
+                        "",
+                        f"notifiers.{notifier.name}.urls[{index}]",
+                        f"apprise does not understand {mask_url(value)}: check the scheme and its "
+                        "required parts (see the apprise wiki for this service)",
+                    )
+                )
         return problems
 
 
-def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str,
-                   timeout: float) -> None:
+def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str, timeout: float) -> None:
     import apprise
 
-    asset = apprise.AppriseAsset(app_id="modelarts-monitor", app_desc="modelarts-monitor",
-                                 app_url="https://github.com/")
+    asset = apprise.AppriseAsset(
+        app_id="modelarts-monitor", app_desc="modelarts-monitor", app_url="https://github.com/"
+    )
     ap = apprise.Apprise(asset=asset)
     if kind == "url":
         if not ap.add(value):

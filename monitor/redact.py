@@ -18,8 +18,7 @@ _MIN_LEN = 4  # shorter values would mask ordinary words
 
 _PLAIN_USER = ("mailto", "mailtos")
 _PLAIN_PATH = ("mailto", "mailtos", "json", "jsons", "form", "forms", "xml", "xmls")
-_PLAIN_QUERY = {"to", "from", "cc", "bcc", "name", "format", "mode", "method", "cto", "rto",
-                "smtp", "user", "overflow"}
+_PLAIN_QUERY = {"to", "from", "cc", "bcc", "name", "format", "mode", "method", "cto", "rto", "smtp", "user", "overflow"}
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -118,9 +117,7 @@ def mask_url(url: str) -> str:
         user = f"{MASK}@"
     path = parts.path
     if parts.scheme not in _PLAIN_PATH:
-        path = "/".join(
-            MASK if len(seg) >= 8 and not seg.startswith("#") else seg for seg in path.split("/")
-        )
+        path = "/".join(MASK if len(seg) >= 8 and not seg.startswith("#") else seg for seg in path.split("/"))
     return f"{parts.scheme}://{user}{redact(host)}{redact(path)}"
 
 
@@ -130,7 +127,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string must not kill logging
+        except Exception:
             message = str(record.msg)
         clean = redact(message)
         if clean != message or record.args:

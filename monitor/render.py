@@ -42,7 +42,7 @@ def state_word(available: bool) -> str:
 
 
 def spec_shape(data: dict[str, Any]) -> str:
-    """"8 × V100, 64 vCPUs, 512 GiB" from the spec fields an event carries."""
+    """ "8 × V100, 64 vCPUs, 512 GiB" from the spec fields an event carries."""
     parts = []
     gpu_num, gpu_type = data.get("gpu_num") or 0, data.get("gpu_type") or ""
     if gpu_num:
@@ -85,10 +85,7 @@ def event_line(event: Event) -> str:
             f"{state_word(d.get('available', False))} {tag}"
         )
     if kind == "added":
-        return (
-            f"- {code} ({shape}): **new in the catalog**, {state_word(d.get('available', False))}, "
-            f"{nodes} {tag}"
-        )
+        return f"- {code} ({shape}): **new in the catalog**, {state_word(d.get('available', False))}, {nodes} {tag}"
     if kind == "removed":
         lasted = _lasted(d.get("lasted"), d.get("lasted_exact", True))
         was = f"; was available for {lasted}" if lasted else ""
@@ -137,13 +134,9 @@ def render_message(
     if not events:
         raise ValueError("no events to render")
     at = events[0].at
-    footer = (
-        f"Watch **{watch}** · region {region} · job type {job_type or 'any'} · "
-        f"detected {_times(at, tz)}"
-    )
+    footer = f"Watch **{watch}** · region {region} · job type {job_type or 'any'} · detected {_times(at, tz)}"
     ids = tuple(e.id for e in events)
-    urgent = any(e.kind == "available" or (e.kind == "added" and e.data.get("available"))
-                 for e in events)
+    urgent = any(e.kind == "available" or (e.kind == "added" and e.data.get("available")) for e in events)
     health = [e for e in events if e.kind in (DEGRADED, RECOVERED, BASELINE)]
     changes = [e for e in events if e.kind not in (DEGRADED, RECOVERED, BASELINE)]
     blocks: list[str] = []
@@ -181,8 +174,7 @@ def _health_block(e: Event) -> tuple[str, str]:
         if not watched:
             return title, f"Monitoring started. No spec in the catalog matches this watch yet. {tag}"
         lines = [
-            f"- **{s.get('spec_code') or s.get('key')}** ({spec_shape(s)}): available, "
-            f"max {s.get('max_num')} nodes"
+            f"- **{s.get('spec_code') or s.get('key')}** ({spec_shape(s)}): available, max {s.get('max_num')} nodes"
             for s in available
         ]
         sold_out = d.get("unavailable", [])

@@ -24,8 +24,7 @@ def first_poll_delay(interval: float, jitter: float, rng: random.Random) -> floa
     return rng.uniform(0.0, jitter * interval)
 
 
-def next_poll(base: float, interval: float, jitter: float, now: float, rng: random.Random
-              ) -> tuple[float, float]:
+def next_poll(base: float, interval: float, jitter: float, now: float, rng: random.Random) -> tuple[float, float]:
     """(next base, next due) after a successful poll, on the monotonic clock.
 
     The base advances by whole intervals so the schedule does not drift; the
@@ -39,8 +38,9 @@ def next_poll(base: float, interval: float, jitter: float, now: float, rng: rand
     return base, max(now, base + rng.uniform(0.0, jitter * interval))
 
 
-def poll_backoff(failures: int, category: str | None, interval: float,
-                 retry_after: float | None, rng: random.Random) -> float:
+def poll_backoff(
+    failures: int, category: str | None, interval: float, retry_after: float | None, rng: random.Random
+) -> float:
     """Delay before the next attempt after ``failures`` failed polls in a row."""
     n = max(1, failures)
     if category in (CREDENTIALS, CLOCK, REFRESH):
@@ -58,7 +58,7 @@ def poll_backoff(failures: int, category: str | None, interval: float,
 
 def delivery_retry_delay(attempts: int, rng: random.Random) -> float:
     """10 s, 20 s, 40 s ... up to 15 min, with a little jitter."""
-    base = min(DELIVERY_FIRST_RETRY * 2 ** max(0, attempts - 1), DELIVERY_MAX_RETRY)
+    base = min(DELIVERY_FIRST_RETRY * 2.0 ** max(0, attempts - 1), DELIVERY_MAX_RETRY)
     return base * rng.uniform(0.9, 1.1)
 
 

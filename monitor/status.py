@@ -70,20 +70,22 @@ def _watch_entry(w: Any, health: Any, snapshot: Any, state: Any, outbox: dict[st
         for key, s in sorted(state.specs.items()):
             if not s.present:
                 continue
-            entry["specs"].append({
-                "key": key,
-                "spec_code": s.info.get("spec_code", key),
-                "gpu_type": s.info.get("gpu_type", ""),
-                "gpu_num": s.info.get("gpu_num", 0),
-                "core": s.info.get("core", ""),
-                "cpu": s.info.get("cpu", ""),
-                "available": s.available,
-                "max_num": s.max_num,
-                "since": s.since,
-                "since_exact": s.since_exact,
-                "flapping": s.flapping,
-                "pending_change": s.pending is not None,
-            })
+            entry["specs"].append(
+                {
+                    "key": key,
+                    "spec_code": s.info.get("spec_code", key),
+                    "gpu_type": s.info.get("gpu_type", ""),
+                    "gpu_num": s.info.get("gpu_num", 0),
+                    "core": s.info.get("core", ""),
+                    "cpu": s.info.get("cpu", ""),
+                    "available": s.available,
+                    "max_num": s.max_num,
+                    "since": s.since,
+                    "since_exact": s.since_exact,
+                    "flapping": s.flapping,
+                    "pending_change": s.pending is not None,
+                }
+            )
     return entry
 
 
@@ -111,14 +113,18 @@ def print_status(data: dict[str, Any]) -> None:
             print(f"  {s['key']:<{width}}  {state:<9}  max {s['max_num']:>3} nodes  since {since}{extra}")
         d = w["deliveries"]
         if d.get("pending") or d.get("held") or d.get("dropped"):
-            print(f"  deliveries: {d.get('pending', 0)} pending, {d.get('held', 0)} held for quiet "
-                  f"hours, {d.get('dropped', 0)} dropped, {d.get('sent', 0)} sent")
+            print(
+                f"  deliveries: {d.get('pending', 0)} pending, {d.get('held', 0)} held for quiet "
+                f"hours, {d.get('dropped', 0)} dropped, {d.get('sent', 0)} sent"
+            )
         print()
     if data["pending"]:
         print("pending deliveries:")
         for p in data["pending"]:
             err = f": {p['last_error']}" if p["last_error"] else ""
-            print(f"  #{p['id']} {p['watch']} -> {p['notifier']} {p['url']} "
-                  f"(attempt {p['attempts'] + 1} at {time.strftime('%H:%M:%S', time.localtime(p['next_at']))}){err}")
+            print(
+                f"  #{p['id']} {p['watch']} -> {p['notifier']} {p['url']} "
+                f"(attempt {p['attempts'] + 1} at {time.strftime('%H:%M:%S', time.localtime(p['next_at']))}){err}"
+            )
     else:
         print("no deliveries pending")

@@ -108,9 +108,7 @@ def _state_error(exc: BaseException, path: Path) -> StateError:
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in text.replace("-", "").replace(" ", ""):
         return StateError(f"cannot write the state database {path}: it or its directory is read-only")
     if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
-        return StateError(
-            f"the state database {path} is damaged ({text}); move it aside to start afresh"
-        )
+        return StateError(f"the state database {path} is damaged ({text}); move it aside to start afresh")
     if isinstance(exc, OSError):
         return StateError(f"cannot use the state directory {path.parent}: {exc.strerror or exc}")
     return StateError(f"state database {path}: {text}")
@@ -217,8 +215,7 @@ class SqliteStore:
                 result[name] = WatchState.from_json(json.loads(state))
         return result
 
-    def commit_poll(self, query: str, result: PollResult, outgoing: Sequence[Outgoing], now: float
-                    ) -> list[int]:
+    def commit_poll(self, query: str, result: PollResult, outgoing: Sequence[Outgoing], now: float) -> list[int]:
         """Store one poll's outcome and queue its messages, all in one transaction.
 
         Returns the new outbox ids.
@@ -242,10 +239,7 @@ class SqliteStore:
                 )
             conn.executemany(
                 "INSERT INTO events (id, watch, kind, spec, at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (e.id, e.watch, e.kind, e.spec_key, e.at, json.dumps(e.data))
-                    for e in result.all_events
-                ],
+                [(e.id, e.watch, e.kind, e.spec_key, e.at, json.dumps(e.data)) for e in result.all_events],
             )
             return self._queue(conn, outgoing, now)
 
@@ -254,10 +248,8 @@ class SqliteStore:
         for out in outgoing:
             message = out.message
             cur = conn.execute(
-                "INSERT INTO messages (watch, created_at, title, body, event_ids, urgent) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (out.watch, now, message.title, message.body, json.dumps(message.event_ids),
-                 int(message.urgent)),
+                "INSERT INTO messages (watch, created_at, title, body, event_ids, urgent) VALUES (?, ?, ?, ?, ?, ?)",
+                (out.watch, now, message.title, message.body, json.dumps(message.event_ids), int(message.urgent)),
             )
             message_id = cur.lastrowid
             for t in out.targets:
@@ -265,8 +257,17 @@ class SqliteStore:
                 cur = conn.execute(
                     "INSERT INTO outbox (message, watch, notifier, url_key, url_label, status, "
                     "created_at, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (message_id, out.watch, t.notifier, t.url_key, t.url_label,
-                     HELD if held is not None else PENDING, now, held if held is not None else now, now),
+                    (
+                        message_id,
+                        out.watch,
+                        t.notifier,
+                        t.url_key,
+                        t.url_label,
+                        HELD if held is not None else PENDING,
+                        now,
+                        held if held is not None else now,
+                        now,
+                    ),
                 )
                 ids.append(int(cur.lastrowid or 0))
         return ids
@@ -325,10 +326,7 @@ class SqliteStore:
             """,
             (now, limit),
         )
-        return [
-            Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
-            for r in rows
-        ]
+        return [Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10])) for r in rows]
 
     def next_due(self) -> float | None:
         """The earliest time a delivery is due or a quiet-hours hold ends."""
@@ -341,16 +339,14 @@ class SqliteStore:
     def mark_sent(self, delivery_id: int, now: float) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE outbox SET status=?, attempts=attempts+1, updated_at=?, last_error=NULL "
-                "WHERE id=?",
+                "UPDATE outbox SET status=?, attempts=attempts+1, updated_at=?, last_error=NULL WHERE id=?",
                 (SENT, now, delivery_id),
             )
 
     def mark_failed(self, delivery_id: int, error: str, next_at: float, now: float) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE outbox SET attempts=attempts+1, next_at=?, updated_at=?, last_error=? "
-                "WHERE id=?",
+                "UPDATE outbox SET attempts=attempts+1, next_at=?, updated_at=?, last_error=? WHERE id=?",
                 (next_at, now, error, delivery_id),
             )
 
@@ -422,8 +418,7 @@ class StateReader:
         snapshot = Snapshot.from_json(rows[0][0], json.loads(rows[0][1])) if rows else None
         return health, snapshot
 
-    def events(self, *, watch: str | None = None, since: float | None = None,
-               limit: int = 10000) -> list[Event]:
+    def events(self, *, watch: str | None = None, since: float | None = None, limit: int = 10000) -> list[Event]:
         sql = "SELECT id, watch, kind, spec, at, data FROM events WHERE 1=1"
         args: list[Any] = []
         if watch is not None:
@@ -434,23 +429,27 @@ class StateReader:
             args.append(since)
         sql += " ORDER BY at, seq LIMIT ?"
         args.append(limit)
-        return [
-            Event(r[0], r[1], r[2], r[4], r[3], json.loads(r[5])) for r in self._rows(sql, args)
-        ]
+        return [Event(r[0], r[1], r[2], r[4], r[3], json.loads(r[5])) for r in self._rows(sql, args)]
 
     def outbox_summary(self) -> dict[str, dict[str, int]]:
         """Per watch: counts of deliveries by status."""
         result: dict[str, dict[str, int]] = {}
-        for watch, status, count in self._rows(
-            "SELECT watch, status, COUNT(*) FROM outbox GROUP BY watch, status"
-        ):
+        for watch, status, count in self._rows("SELECT watch, status, COUNT(*) FROM outbox GROUP BY watch, status"):
             result.setdefault(watch, {})[status] = count
         return result
 
     def pending(self) -> list[dict[str, Any]]:
         return [
-            {"id": r[0], "watch": r[1], "notifier": r[2], "url": r[3], "attempts": r[4],
-             "next_at": r[5], "last_error": r[6], "title": r[7]}
+            {
+                "id": r[0],
+                "watch": r[1],
+                "notifier": r[2],
+                "url": r[3],
+                "attempts": r[4],
+                "next_at": r[5],
+                "last_error": r[6],
+                "title": r[7],
+            }
             for r in self._rows(
                 "SELECT o.id, o.watch, o.notifier, o.url_label, o.attempts, o.next_at, "
                 "o.last_error, m.title FROM outbox o JOIN messages m ON m.id = o.message "

@@ -192,8 +192,7 @@ class SmtpSink:
 
     @property
     def url(self) -> str:
-        return (f"mailto://127.0.0.1:{self.port}?mode=insecure&from=monitor@example.com"
-                f"&to=oncall@example.com&cto=5")
+        return f"mailto://127.0.0.1:{self.port}?mode=insecure&from=monitor@example.com&to=oncall@example.com&cto=5"
 
 
 @pytest.fixture
@@ -232,10 +231,12 @@ def email_text(msg: EmailMessage) -> str:
 
 
 # -- configuration files -----------------------------------------------------------------------
-def write_config(tmp_path: Path, sim_url: str, *, notifiers: str, watches: str,
-                 monitor: str = "", account: str = "") -> Path:
+def write_config(
+    tmp_path: Path, sim_url: str, *, notifiers: str, watches: str, monitor: str = "", account: str = ""
+) -> Path:
     state = tmp_path / "state"
-    text = textwrap.dedent(f"""\
+    text = (
+        textwrap.dedent(f"""\
         [monitor]
         interval = "5s"
         jitter = "0%"
@@ -250,7 +251,11 @@ def write_config(tmp_path: Path, sim_url: str, *, notifiers: str, watches: str,
         iam_endpoint = "{sim_url}"
         {account}
 
-        """) + textwrap.dedent(notifiers) + "\n" + textwrap.dedent(watches)
+        """)
+        + textwrap.dedent(notifiers)
+        + "\n"
+        + textwrap.dedent(watches)
+    )
     path = tmp_path / "config.toml"
     path.write_text(text)
     path.chmod(0o600)
@@ -266,7 +271,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 MONITOR = [sys.executable, "-m", "monitor"]
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+async def eventually(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:  # noqa: ASYNC109
     """The async twin of wait_for: poll without blocking the event loop."""
     import anyio
 

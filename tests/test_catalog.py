@@ -17,9 +17,19 @@ NOW = 1_800_000_000.0
 
 
 def raw_spec(**kw: Any) -> dict[str, Any]:
-    base = {"spec_id": 1, "core": "8", "cpu": "64", "gpu_num": 1, "gpu_type": "v100",
-            "spec_code": "modelarts.vm.gpu.v100", "max_num": 4, "storage": "800",
-            "interface_type": 1, "no_resource": False, "unit_num": 1}
+    base = {
+        "spec_id": 1,
+        "core": "8",
+        "cpu": "64",
+        "gpu_num": 1,
+        "gpu_type": "v100",
+        "spec_code": "modelarts.vm.gpu.v100",
+        "max_num": 4,
+        "storage": "800",
+        "interface_type": 1,
+        "no_resource": False,
+        "unit_num": 1,
+    }
     base.update(kw)
     return base
 
@@ -35,11 +45,19 @@ def parse(body: bytes) -> Snapshot:
 
 
 def test_a_clean_answer() -> None:
-    snap = parse(answer(raw_spec(), raw_spec(spec_id=2, spec_code="modelarts.vm.cpu.8u", gpu_num=0,
-                                             gpu_type="", no_resource=True)))
+    snap = parse(
+        answer(
+            raw_spec(), raw_spec(spec_id=2, spec_code="modelarts.vm.cpu.8u", gpu_num=0, gpu_type="", no_resource=True)
+        )
+    )
     v100, cpu = snap.specs
     assert (v100.key, v100.available, v100.max_num, v100.gpu_num, v100.core) == (
-        "modelarts.vm.gpu.v100", True, 4, 1, "8")
+        "modelarts.vm.gpu.v100",
+        True,
+        4,
+        1,
+        "8",
+    )
     assert (cpu.available, cpu.gpu_type) == (False, "")
 
 
@@ -59,8 +77,7 @@ def test_a_clean_answer() -> None:
 )
 def test_numbers_and_booleans_as_strings_are_read(field: str, value: Any, expected: Any) -> None:
     s = parse(answer(raw_spec(**{field: value}))).specs[0]
-    got = {"max_num": s.max_num, "gpu_num": s.gpu_num, "no_resource": s.available,
-           "gpu_type": s.gpu_type}[field]
+    got = {"max_num": s.max_num, "gpu_num": s.gpu_num, "no_resource": s.available, "gpu_type": s.gpu_type}[field]
     assert got == expected
 
 
@@ -83,13 +100,19 @@ FAILURES = [
     ("garbage", b"\xff\xfe\x00", "not JSON"),
     ("empty", b"", "empty answer"),
     ("a list", b"[]", "expected a JSON object"),
-    ("is_success false", json.dumps({"is_success": False, "error_code": "ModelArts.0104",
-                                     "error_message": "bad job_type"}).encode(), "ModelArts.0104"),
+    (
+        "is_success false",
+        json.dumps({"is_success": False, "error_code": "ModelArts.0104", "error_message": "bad job_type"}).encode(),
+        "ModelArts.0104",
+    ),
     ("is_success 'false'", json.dumps({"is_success": "false", "specs": []}).encode(), "is_success"),
-    ("no specs", json.dumps({"is_success": True}).encode(), "no \"specs\" list"),
+    ("no specs", json.dumps({"is_success": True}).encode(), 'no "specs" list'),
     ("specs not a list", json.dumps({"is_success": True, "specs": {}}).encode(), "expected a list"),
-    ("count mismatch", json.dumps({"is_success": True, "spec_total_count": 3, "specs": [raw_spec()]}).encode(),
-     "incomplete answer"),
+    (
+        "count mismatch",
+        json.dumps({"is_success": True, "spec_total_count": 3, "specs": [raw_spec()]}).encode(),
+        "incomplete answer",
+    ),
     ("spec not an object", answer("x"), "expected an object"),  # type: ignore[arg-type]
     ("no spec_code", answer(raw_spec(spec_code=None)), "spec_code"),
     ("no no_resource", answer(raw_spec(no_resource=None)), "no_resource"),
@@ -99,8 +122,11 @@ FAILURES = [
     ("gpu_num missing", answer(raw_spec(gpu_num=None)), "gpu_num"),
     ("gpu_type a number", answer(raw_spec(gpu_type=7)), "gpu_type"),
     ("conflicting duplicates", answer(raw_spec(max_num=1), raw_spec(max_num=2)), "listed twice"),
-    ("gateway error under 200", json.dumps({"error_code": "APIGW.0308", "error_msg": "throttled"}).encode(),
-     "APIGW.0308"),
+    (
+        "gateway error under 200",
+        json.dumps({"error_code": "APIGW.0308", "error_msg": "throttled"}).encode(),
+        "APIGW.0308",
+    ),
 ]
 
 
@@ -129,18 +155,34 @@ def test_error_fields_from_every_body_shape(body: Any, expected: tuple[Any, ...]
 
 
 # -- property tests: whatever arrives, a snapshot or a PollError, never anything else -------
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**20), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["true", "false", "1", "0", "8", " 4 ", "-1"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                      max_leaves=6)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**20),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["true", "false", "1", "0", "8", " 4 ", "-1"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
 spec_objects = st.fixed_dictionaries(
     {},
     optional={
-        "spec_id": values, "core": values, "cpu": values, "gpu_num": values, "gpu_type": values,
+        "spec_id": values,
+        "core": values,
+        "cpu": values,
+        "gpu_num": values,
+        "gpu_type": values,
         "spec_code": st.one_of(values, st.sampled_from(["a", "b", "模型.gpu", "a"])),
-        "max_num": values, "storage": values, "interface_type": values, "no_resource": values,
-        "unit_num": values, "extra": values,
+        "max_num": values,
+        "storage": values,
+        "interface_type": values,
+        "no_resource": values,
+        "unit_num": values,
+        "extra": values,
     },
 )
 answers = st.fixed_dictionaries(

@@ -59,12 +59,48 @@ def test_the_example_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_the_example_documents_every_key() -> None:
     """Each key the parser accepts appears in config.example.toml (a comment counts)."""
     text = (ROOT / "config.example.toml").read_text()
-    keys = ["interval", "jitter", "timeout", "max_concurrency", "state_dir", "failure_alert_after",
-            "retention", "http_listen", "log_format", "log_level", "heartbeat_url", "auth", "access_key",
-            "secret_key", "security_token", "domain", "username", "password", "token", "endpoint",
-            "iam_endpoint", "ca_bundle", "urls", "config", "tag", "quiet_hours", "name", "account",
-            "region", "project_id", "job_type", "engine_id", "project_type", "gpu_types", "spec_codes",
-            "min_gpu_num", "events", "notify", "confirm", "remind_every"]
+    keys = [
+        "interval",
+        "jitter",
+        "timeout",
+        "max_concurrency",
+        "state_dir",
+        "failure_alert_after",
+        "retention",
+        "http_listen",
+        "log_format",
+        "log_level",
+        "heartbeat_url",
+        "auth",
+        "access_key",
+        "secret_key",
+        "security_token",
+        "domain",
+        "username",
+        "password",
+        "token",
+        "endpoint",
+        "iam_endpoint",
+        "ca_bundle",
+        "urls",
+        "config",
+        "tag",
+        "quiet_hours",
+        "name",
+        "account",
+        "region",
+        "project_id",
+        "job_type",
+        "engine_id",
+        "project_type",
+        "gpu_types",
+        "spec_codes",
+        "min_gpu_num",
+        "events",
+        "notify",
+        "confirm",
+        "remind_every",
+    ]
     for key in keys:
         assert f"{key} =" in text, key
 
@@ -79,50 +115,99 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 BAD = [
-    ("gpu_types not a list", '[[watch]]\nname = "x"\nregion = "r"\ngpu_types = "v100"',
-     "watch[1].gpu_types: expected a list of strings"),
-    ("unknown watch key", '[[watch]]\nname = "x"\nregion = "r"\ngpu_type = ["v100"]',
-     'watch[1].gpu_type: unknown key; did you mean "gpu_types"?'),
+    (
+        "gpu_types not a list",
+        '[[watch]]\nname = "x"\nregion = "r"\ngpu_types = "v100"',
+        "watch[1].gpu_types: expected a list of strings",
+    ),
+    (
+        "unknown watch key",
+        '[[watch]]\nname = "x"\nregion = "r"\ngpu_type = ["v100"]',
+        'watch[1].gpu_type: unknown key; did you mean "gpu_types"?',
+    ),
     ("unknown monitor key", '[monitor]\nintervall = "5s"', 'monitor.intervall: unknown key; did you mean "interval"?'),
     ("interval too short", '[monitor]\ninterval = "1s"', "monitor.interval: must be at least 5s"),
     ("interval not a string", "[monitor]\ninterval = 60", "monitor.interval: expected a duration string"),
     ("bad duration", '[monitor]\ninterval = "soon"', "monitor.interval: 'soon' is not a duration"),
     ("bad jitter", '[monitor]\njitter = "90%"', "monitor.jitter: must be between 0% and 50%"),
     ("bad log format", '[monitor]\nlog_format = "xml"', "monitor.log_format: expected one of"),
-    ("bad listen", '[monitor]\nhttp_listen = "9464"', "monitor.http_listen: expected \"HOST:PORT\""),
-    ("bad job type", '[[watch]]\nname = "x"\nregion = "r"\njob_type = "training"', "watch[1].job_type: expected one of"),
+    ("bad listen", '[monitor]\nhttp_listen = "9464"', 'monitor.http_listen: expected "HOST:PORT"'),
+    (
+        "bad job type",
+        '[[watch]]\nname = "x"\nregion = "r"\njob_type = "training"',
+        "watch[1].job_type: expected one of",
+    ),
     ("bad event", '[[watch]]\nname = "x"\nregion = "r"\nevents = ["avail"]', "watch[1].events: unknown event 'avail'"),
-    ("unknown notifier", '[[watch]]\nname = "x"\nregion = "r"\nnotify = ["pager"]', "watch[1].notify: no notifier named 'pager'"),
-    ("unknown account", '[[watch]]\nname = "x"\nregion = "r"\naccount = "other"', "watch[1].account: no account named 'other'"),
+    (
+        "unknown notifier",
+        '[[watch]]\nname = "x"\nregion = "r"\nnotify = ["pager"]',
+        "watch[1].notify: no notifier named 'pager'",
+    ),
+    (
+        "unknown account",
+        '[[watch]]\nname = "x"\nregion = "r"\naccount = "other"',
+        "watch[1].account: no account named 'other'",
+    ),
     ("duplicate name", '[[watch]]\nname = "w"\nregion = "r"', "watch[1].name: 'w' is used by another watch"),
     ("confirm zero", '[[watch]]\nname = "x"\nregion = "r"\nconfirm = 0', "watch[1].confirm: must be at least 1"),
-    ("project type", '[[watch]]\nname = "x"\nregion = "r"\nproject_type = 7', "watch[1].project_type: must be at most 3"),
-    ("min_gpu_num bool", '[[watch]]\nname = "x"\nregion = "r"\nmin_gpu_num = true', "watch[1].min_gpu_num: expected an integer"),
+    (
+        "project type",
+        '[[watch]]\nname = "x"\nregion = "r"\nproject_type = 7',
+        "watch[1].project_type: must be at most 3",
+    ),
+    (
+        "min_gpu_num bool",
+        '[[watch]]\nname = "x"\nregion = "r"\nmin_gpu_num = true',
+        "watch[1].min_gpu_num: expected an integer",
+    ),
     ("region", '[[watch]]\nname = "x"\nregion = "CN North"', "watch[1].region: expected a region name"),
     ("missing region", '[[watch]]\nname = "x"', "watch[1].region: missing (required)"),
     ("bad url", '[notifiers.bad]\nurls = ["hooks.slack.com"]', "notifiers.bad.urls[0]: expected an apprise URL"),
     ("no urls", "[notifiers.bad]\nurls = []", "notifiers.bad.urls: is empty"),
-    ("quiet hours", '[notifiers.q]\nurls = ["json://localhost"]\nquiet_hours = "22-7"', "notifiers.q.quiet_hours: expected \"HH:MM-HH:MM\""),
-    ("env not set", '[accounts.b]\naccess_key = "env:MM_TEST_UNSET_VAR"\nsecret_key = "x"',
-     "accounts.b.access_key: environment variable MM_TEST_UNSET_VAR is not set"),
-    ("missing file", '[accounts.b]\naccess_key = "file:/nonexistent/ak"\nsecret_key = "x"',
-     "accounts.b.access_key: /nonexistent/ak does not exist"),
-    ("cred outside systemd", '[accounts.b]\naccess_key = "a"\nsecret_key = "cred:hw_sk"',
-     "accounts.b.secret_key: cred:hw_sk needs systemd's $CREDENTIALS_DIRECTORY"),
+    (
+        "quiet hours",
+        '[notifiers.q]\nurls = ["json://localhost"]\nquiet_hours = "22-7"',
+        'notifiers.q.quiet_hours: expected "HH:MM-HH:MM"',
+    ),
+    (
+        "env not set",
+        '[accounts.b]\naccess_key = "env:MM_TEST_UNSET_VAR"\nsecret_key = "x"',
+        "accounts.b.access_key: environment variable MM_TEST_UNSET_VAR is not set",
+    ),
+    (
+        "missing file",
+        '[accounts.b]\naccess_key = "file:/nonexistent/ak"\nsecret_key = "x"',
+        "accounts.b.access_key: /nonexistent/ak does not exist",
+    ),
+    (
+        "cred outside systemd",
+        '[accounts.b]\naccess_key = "a"\nsecret_key = "cred:hw_sk"',
+        "accounts.b.secret_key: cred:hw_sk needs systemd's $CREDENTIALS_DIRECTORY",
+    ),
     ("bad auth", '[accounts.b]\nauth = "oauth"', "accounts.b.auth: expected one of 'aksk', 'password', 'token'"),
-    ("password keys under aksk", '[accounts.b]\naccess_key = "a"\nsecret_key = "b"\nusername = "u"',
-     "accounts.b.username: unknown key"),
-    ("password mode needs password", '[accounts.b]\nauth = "password"\ndomain = "d"\nusername = "u"',
-     "accounts.b.password: missing (required)"),
-    ("endpoint", '[accounts.b]\naccess_key = "a"\nsecret_key = "b"\nendpoint = "modelarts.example.com"',
-     "accounts.b.endpoint: expected an https:// URL"),
+    (
+        "password keys under aksk",
+        '[accounts.b]\naccess_key = "a"\nsecret_key = "b"\nusername = "u"',
+        "accounts.b.username: unknown key",
+    ),
+    (
+        "password mode needs password",
+        '[accounts.b]\nauth = "password"\ndomain = "d"\nusername = "u"',
+        "accounts.b.password: missing (required)",
+    ),
+    (
+        "endpoint",
+        '[accounts.b]\naccess_key = "a"\nsecret_key = "b"\nendpoint = "modelarts.example.com"',
+        "accounts.b.endpoint: expected an https:// URL",
+    ),
     ("top-level typo", '[watches]\nname = "x"', 'watches: unknown key; did you mean "watch"?'),
 ]
 
 
 @pytest.mark.parametrize(("extra", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_each_problem_names_its_key_path(tmp_path: Path, extra: str, expected: str,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_problem_names_its_key_path(
+    tmp_path: Path, extra: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     found = problems(tmp_path, MINIMAL + "\n" + extra + "\n")
     assert any(p.startswith(expected) for p in found), found
@@ -146,17 +231,20 @@ def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     monkeypatch.setenv("MM_TOKEN", "token-from-env")
     monkeypatch.setenv("MM_URL", "json://localhost/hook")
-    config = load_text(tmp_path, f"""\
+    config = load_text(
+        tmp_path,
+        f"""\
         [accounts.main]
         access_key = "cred:hw_ak"
-        secret_key = "file:{tmp_path / 'sk'}"
+        secret_key = "file:{tmp_path / "sk"}"
         security_token = "env:MM_TOKEN"
         [notifiers.n]
         urls = ["env:MM_URL"]
         [[watch]]
         name = "w"
         region = "cn-north-4"
-        """)
+        """,
+    )
     acc = config.accounts["main"]  # type: ignore[attr-defined]
     assert acc.access_key.reveal() == "ak-from-credential"
     assert acc.secret_key.reveal() == "secret-from-file"
@@ -166,7 +254,9 @@ def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_secrets_are_registered_for_redaction(tmp_path: Path) -> None:
-    load_text(tmp_path, MINIMAL.replace('urls = ["slack://', 'urls = ["mailtos://bob:hunter22@smtp.example.com", "slack://'))
+    load_text(
+        tmp_path, MINIMAL.replace('urls = ["slack://', 'urls = ["mailtos://bob:hunter22@smtp.example.com", "slack://')
+    )
     text = "key SKEXAMPLE0001 and pass hunter22 and token cccccccccccccccccccccccc"
     assert redact.redact(text) == "key *** and pass *** and token ***"
 
@@ -182,15 +272,17 @@ def test_a_literal_secret_in_a_readable_file_draws_a_warning(tmp_path: Path) -> 
 
 
 def test_watches_sharing_a_query_are_grouped() -> None:
-    config = parse_config({
-        "accounts": {"a": {"access_key": "k123", "secret_key": "s123"}},
-        "notifiers": {},
-        "watch": [
-            {"name": "v100", "region": "cn-north-4", "job_type": "train", "gpu_types": ["v100"]},
-            {"name": "a100", "region": "cn-north-4", "job_type": "train", "gpu_types": ["a100"], "interval": "30s"},
-            {"name": "infer", "region": "cn-north-4", "job_type": "inference"},
-        ],
-    })
+    config = parse_config(
+        {
+            "accounts": {"a": {"access_key": "k123", "secret_key": "s123"}},
+            "notifiers": {},
+            "watch": [
+                {"name": "v100", "region": "cn-north-4", "job_type": "train", "gpu_types": ["v100"]},
+                {"name": "a100", "region": "cn-north-4", "job_type": "train", "gpu_types": ["a100"], "interval": "30s"},
+                {"name": "infer", "region": "cn-north-4", "job_type": "inference"},
+            ],
+        }
+    )
     queries = config.queries()
     assert [[w.name for w in ws] for ws in queries.values()] == [["v100", "a100"], ["infer"]]
     first = next(iter(queries))
@@ -231,8 +323,9 @@ def test_the_config_path_comes_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(MINIMAL + f'[monitor]\nstate_dir = "{tmp_path}"\n')
     path.chmod(0o600)
-    proc = subprocess.run([*MONITOR, "check"], capture_output=True, text=True, timeout=60,
-                          env=cli_env(MODELARTS_MONITOR_CONFIG=str(path)))
+    proc = subprocess.run(
+        [*MONITOR, "check"], capture_output=True, text=True, timeout=60, env=cli_env(MODELARTS_MONITOR_CONFIG=str(path))
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(path) in proc.stdout
 
@@ -241,8 +334,9 @@ def test_check_rejects_a_url_apprise_cannot_use(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(MINIMAL.replace("slack://T0000AAAA/B0000BBBB/cccccccccccccccccccccccc", "nosuchscheme://x"))
     path.chmod(0o600)
-    proc = subprocess.run([*MONITOR, "check", "-c", str(path)], capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+    proc = subprocess.run(
+        [*MONITOR, "check", "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
     assert proc.returncode == 78
     assert "notifiers.slack.urls[0]: apprise does not understand" in proc.stderr
 

@@ -21,10 +21,27 @@ from monitor.model import Snapshot, Spec
 T0 = 1_800_000_000.0
 
 
-def spec(code: str = "modelarts.vm.gpu.v100", *, free: bool = True, max_num: int = 4,
-         gpu_num: int = 1, gpu_type: str = "v100", key: str | None = None, spec_id: int | None = None) -> Spec:
-    return Spec(key=key or code, spec_code=code, no_resource=not free, max_num=max_num,
-                gpu_num=gpu_num, gpu_type=gpu_type, spec_id=spec_id, core="8", cpu="64")
+def spec(
+    code: str = "modelarts.vm.gpu.v100",
+    *,
+    free: bool = True,
+    max_num: int = 4,
+    gpu_num: int = 1,
+    gpu_type: str = "v100",
+    key: str | None = None,
+    spec_id: int | None = None,
+) -> Spec:
+    return Spec(
+        key=key or code,
+        spec_code=code,
+        no_resource=not free,
+        max_num=max_num,
+        gpu_num=gpu_num,
+        gpu_type=gpu_type,
+        spec_id=spec_id,
+        core="8",
+        cpu="64",
+    )
 
 
 def watch(**kw: Any) -> Watch:
@@ -50,8 +67,15 @@ class Run:
             outcome: Snapshot | PollError = specs_or_error[0]
         else:
             outcome = Snapshot(self.now, tuple(s for s in specs_or_error if isinstance(s, Spec)))
-        result = process_poll([self.w], self.health, self.previous, {self.w.name: self.state},
-                              outcome, self.now, failure_alert_after=self.alert_after)
+        result = process_poll(
+            [self.w],
+            self.health,
+            self.previous,
+            {self.w.name: self.state},
+            outcome,
+            self.now,
+            failure_alert_after=self.alert_after,
+        )
         self.health = result.health
         if result.snapshot is not None:
             self.previous = result.snapshot
@@ -71,46 +95,114 @@ CASES: list[tuple[str, dict[str, Any], list[Any], list[tuple[str, str | None]]]]
     ("unavailable", {}, [[spec(free=True)], [spec(free=False)]], [("unavailable", "modelarts.vm.gpu.v100")]),
     ("no change", {}, [[spec()], [spec()]], []),
     ("max_num", {}, [[spec(max_num=4)], [spec(max_num=2)]], [("max_num", "modelarts.vm.gpu.v100")]),
-    ("added", {}, [[spec()], [spec(), spec("modelarts.vm.gpu.a100", gpu_type="a100")]],
-     [("added", "modelarts.vm.gpu.a100")]),
+    (
+        "added",
+        {},
+        [[spec()], [spec(), spec("modelarts.vm.gpu.a100", gpu_type="a100")]],
+        [("added", "modelarts.vm.gpu.a100")],
+    ),
     ("removed needs two polls: first", {}, [[spec(), spec("x.a100", gpu_type="a100")], [spec()]], []),
-    ("removed needs two polls: second", {},
-     [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec()]], [("removed", "x.a100")]),
-    ("removed then back within one poll says nothing", {},
-     [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec(), spec("x.a100", gpu_type="a100")]], []),
+    (
+        "removed needs two polls: second",
+        {},
+        [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec()]],
+        [("removed", "x.a100")],
+    ),
+    (
+        "removed then back within one poll says nothing",
+        {},
+        [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec(), spec("x.a100", gpu_type="a100")]],
+        [],
+    ),
     ("confirm=2 first poll quiet", {"confirm": 2}, [[spec(free=False)], [spec(free=True)]], []),
-    ("confirm=2 reported on second", {"confirm": 2},
-     [[spec(free=False)], [spec(free=True)], [spec(free=True)]], [("available", "modelarts.vm.gpu.v100")]),
-    ("confirm=2 a blip is never reported", {"confirm": 2},
-     [[spec(free=False)], [spec(free=True)], [spec(free=False)], [spec(free=False)]], []),
-    ("confirm=3 removed needs 3", {"confirm": 3},
-     [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec()], [spec()]], [("removed", "x.a100")]),
-    ("failed polls neither count nor reset a pending change", {"confirm": 2},
-     [[spec(free=False)], [spec(free=True)], FAIL, [spec(free=True)]], [("available", "modelarts.vm.gpu.v100")]),
+    (
+        "confirm=2 reported on second",
+        {"confirm": 2},
+        [[spec(free=False)], [spec(free=True)], [spec(free=True)]],
+        [("available", "modelarts.vm.gpu.v100")],
+    ),
+    (
+        "confirm=2 a blip is never reported",
+        {"confirm": 2},
+        [[spec(free=False)], [spec(free=True)], [spec(free=False)], [spec(free=False)]],
+        [],
+    ),
+    (
+        "confirm=3 removed needs 3",
+        {"confirm": 3},
+        [[spec(), spec("x.a100", gpu_type="a100")], [spec()], [spec()], [spec()]],
+        [("removed", "x.a100")],
+    ),
+    (
+        "failed polls neither count nor reset a pending change",
+        {"confirm": 2},
+        [[spec(free=False)], [spec(free=True)], FAIL, [spec(free=True)]],
+        [("available", "modelarts.vm.gpu.v100")],
+    ),
     ("a failed poll raises no spec event", {}, [[spec(free=False)], FAIL], []),
-    ("change while failing is reported on the first good poll", {},
-     [[spec(free=False)], FAIL, FAIL, [spec(free=True)]], [("available", "modelarts.vm.gpu.v100")]),
-    ("gpu_types filter ignores other types", {"gpu_types": ("A100",)},
-     [[spec(free=False), spec("x.a100", gpu_type="a100", free=False)],
-      [spec(free=True), spec("x.a100", gpu_type="a100", free=True)]], [("available", "x.a100")]),
-    ("spec_codes glob", {"spec_codes": ("modelarts.vm.gpu.8*",)},
-     [[spec(free=False), spec("modelarts.vm.gpu.8v100", free=False)],
-      [spec(free=True), spec("modelarts.vm.gpu.8v100", free=True)]], [("available", "modelarts.vm.gpu.8v100")]),
-    ("min_gpu_num excludes CPU specs by default", {},
-     [[spec("cpu.8u", gpu_num=0, gpu_type="", free=False)], [spec("cpu.8u", gpu_num=0, gpu_type="", free=True)]], []),
-    ("min_gpu_num=0 includes CPU specs", {"min_gpu_num": 0},
-     [[spec("cpu.8u", gpu_num=0, gpu_type="", free=False)], [spec("cpu.8u", gpu_num=0, gpu_type="", free=True)]],
-     [("available", "cpu.8u")]),
-    ("min_gpu_num=8 only big nodes", {"min_gpu_num": 8},
-     [[spec(free=False), spec("x.8v100", gpu_num=8, free=False)], [spec(free=True), spec("x.8v100", gpu_num=8, free=True)]],
-     [("available", "x.8v100")]),
-    ("events filter drops unwanted kinds", {"events": ("available",)},
-     [[spec(free=True, max_num=4)], [spec(free=False, max_num=2)]], []),
-    ("events filter keeps wanted kinds", {"events": ("unavailable",)},
-     [[spec(free=True)], [spec(free=False)]], [("unavailable", "modelarts.vm.gpu.v100")]),
-    ("availability and max_num in one poll", {},
-     [[spec(free=False, max_num=4)], [spec(free=True, max_num=8)]],
-     [("available", "modelarts.vm.gpu.v100"), ("max_num", "modelarts.vm.gpu.v100")]),
+    (
+        "change while failing is reported on the first good poll",
+        {},
+        [[spec(free=False)], FAIL, FAIL, [spec(free=True)]],
+        [("available", "modelarts.vm.gpu.v100")],
+    ),
+    (
+        "gpu_types filter ignores other types",
+        {"gpu_types": ("A100",)},
+        [
+            [spec(free=False), spec("x.a100", gpu_type="a100", free=False)],
+            [spec(free=True), spec("x.a100", gpu_type="a100", free=True)],
+        ],
+        [("available", "x.a100")],
+    ),
+    (
+        "spec_codes glob",
+        {"spec_codes": ("modelarts.vm.gpu.8*",)},
+        [
+            [spec(free=False), spec("modelarts.vm.gpu.8v100", free=False)],
+            [spec(free=True), spec("modelarts.vm.gpu.8v100", free=True)],
+        ],
+        [("available", "modelarts.vm.gpu.8v100")],
+    ),
+    (
+        "min_gpu_num excludes CPU specs by default",
+        {},
+        [[spec("cpu.8u", gpu_num=0, gpu_type="", free=False)], [spec("cpu.8u", gpu_num=0, gpu_type="", free=True)]],
+        [],
+    ),
+    (
+        "min_gpu_num=0 includes CPU specs",
+        {"min_gpu_num": 0},
+        [[spec("cpu.8u", gpu_num=0, gpu_type="", free=False)], [spec("cpu.8u", gpu_num=0, gpu_type="", free=True)]],
+        [("available", "cpu.8u")],
+    ),
+    (
+        "min_gpu_num=8 only big nodes",
+        {"min_gpu_num": 8},
+        [
+            [spec(free=False), spec("x.8v100", gpu_num=8, free=False)],
+            [spec(free=True), spec("x.8v100", gpu_num=8, free=True)],
+        ],
+        [("available", "x.8v100")],
+    ),
+    (
+        "events filter drops unwanted kinds",
+        {"events": ("available",)},
+        [[spec(free=True, max_num=4)], [spec(free=False, max_num=2)]],
+        [],
+    ),
+    (
+        "events filter keeps wanted kinds",
+        {"events": ("unavailable",)},
+        [[spec(free=True)], [spec(free=False)]],
+        [("unavailable", "modelarts.vm.gpu.v100")],
+    ),
+    (
+        "availability and max_num in one poll",
+        {},
+        [[spec(free=False, max_num=4)], [spec(free=True, max_num=8)]],
+        [("available", "modelarts.vm.gpu.v100"), ("max_num", "modelarts.vm.gpu.v100")],
+    ),
 ]
 
 
@@ -259,12 +351,24 @@ def test_changing_a_watch_filter_takes_a_new_baseline() -> None:
 def test_watches_on_one_query_are_judged_separately() -> None:
     a, b = watch(name="a", gpu_types=("v100",)), watch(name="b", gpu_types=("a100",))
     health = QueryHealth()
-    first = process_poll([a, b], health, None, {"a": None, "b": None},
-                         Snapshot(T0, (spec(free=False), spec("x.a100", gpu_type="a100", free=False))), T0,
-                         failure_alert_after=3)
-    second = process_poll([a, b], first.health, first.snapshot, dict(first.states),
-                          Snapshot(T0 + 60, (spec(free=True), spec("x.a100", gpu_type="a100", free=False))),
-                          T0 + 60, failure_alert_after=3)
+    first = process_poll(
+        [a, b],
+        health,
+        None,
+        {"a": None, "b": None},
+        Snapshot(T0, (spec(free=False), spec("x.a100", gpu_type="a100", free=False))),
+        T0,
+        failure_alert_after=3,
+    )
+    second = process_poll(
+        [a, b],
+        first.health,
+        first.snapshot,
+        dict(first.states),
+        Snapshot(T0 + 60, (spec(free=True), spec("x.a100", gpu_type="a100", free=False))),
+        T0 + 60,
+        failure_alert_after=3,
+    )
     assert [e.kind for e in second.events["a"]] == ["available"]
     assert second.events["b"] == []
 

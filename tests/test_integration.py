@@ -46,24 +46,35 @@ def three_notifiers(smtp: SmtpSink, webhook: HttpReceiver) -> str:
 async def test_a_capacity_change_reaches_slack_email_and_a_webhook(
     tmp_path: Path, sim: SimHandle, smtp: SmtpSink, slack: HttpReceiver, webhook: HttpReceiver
 ) -> None:
-    config = load_config(write_config(tmp_path, sim.url, notifiers=three_notifiers(smtp, webhook), watches="""
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            notifiers=three_notifiers(smtp, webhook),
+            watches="""
         [[watch]]
         name = "北京-v100训练"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """))
+        """,
+        )
+    )
     async with running(config) as daemon:
-        await eventually(lambda: len(webhook.requests) >= 1 and len(slack.requests) >= 1
-                         and len(smtp.messages) >= 1, what="the baseline everywhere")
+        await eventually(
+            lambda: len(webhook.requests) >= 1 and len(slack.requests) >= 1 and len(smtp.messages) >= 1,
+            what="the baseline everywhere",
+        )
         baseline = webhook.bodies()[0]
         assert "monitoring started" in baseline["title"]
         assert V100 in baseline["message"]  # listed as sold out now
         sim.sim.set_spec(V100, no_resource=False)
         query = config.watches[0].query
         await daemon.run_cycle(query)
-        await eventually(lambda: len(webhook.requests) >= 2 and len(slack.requests) >= 2
-                         and len(smtp.messages) >= 2, what="the alert everywhere")
+        await eventually(
+            lambda: len(webhook.requests) >= 2 and len(slack.requests) >= 2 and len(smtp.messages) >= 2,
+            what="the alert everywhere",
+        )
 
     hook = webhook.bodies()[1]
     assert hook["title"] == f"北京-v100训练: {V100} available"
@@ -92,10 +103,15 @@ async def test_a_capacity_change_reaches_slack_email_and_a_webhook(
 async def test_watches_that_share_a_query_share_one_request(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    config = load_config(write_config(tmp_path, sim.url, notifiers=f"""
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches="""
+        """,
+            watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
@@ -110,7 +126,9 @@ async def test_watches_that_share_a_query_share_one_request(
         name = "inference"
         region = "cn-north-4"
         job_type = "inference"
-        """))
+        """,
+        )
+    )
     async with running(config) as daemon:
         await eventually(lambda: daemon.cycles >= 2, what="the first poll of both queries")
         assert sim.spec_requests() == 2
@@ -123,18 +141,23 @@ async def test_watches_that_share_a_query_share_one_request(
     assert titles == ["a100", "inference", "v100"]
 
 
-async def test_one_message_per_poll_lists_every_change(
-    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
-) -> None:
-    config = load_config(write_config(tmp_path, sim.url, notifiers=f"""
+async def test_one_message_per_poll_lists_every_change(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches="""
+        """,
+            watches="""
         [[watch]]
         name = "gpus"
         region = "cn-north-4"
         job_type = "train"
-        """))
+        """,
+        )
+    )
     async with running(config) as daemon:
         await eventually(lambda: len(webhook.requests) >= 1, what="baseline")
         sim.sim.set_spec(V100, no_resource=False, max_num=2)
@@ -152,16 +175,21 @@ async def test_one_message_per_poll_lists_every_change(
 async def test_a_restart_sends_no_duplicates_and_reports_what_changed_while_down(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    path = write_config(tmp_path, sim.url, notifiers=f"""
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches="""
+        """,
+        watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """)
+        """,
+    )
     config = load_config(path)
     async with running(config) as daemon:
         await eventually(lambda: len(webhook.requests) >= 1, what="baseline")
@@ -178,23 +206,32 @@ async def test_a_restart_sends_no_duplicates_and_reports_what_changed_while_down
 async def test_a_failed_poll_sends_no_spec_events(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
     from monitor.simulator import Fault
 
-    config = load_config(write_config(tmp_path, sim.url, monitor="failure_alert_after = 5", notifiers=f"""
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            monitor="failure_alert_after = 5",
+            notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches="""
+        """,
+            watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """))
+        """,
+        )
+    )
     async with running(config) as daemon:
         await eventually(lambda: len(webhook.requests) >= 1, what="baseline")
         query = config.watches[0].query
-        for fault in (Fault(status=200, body={"is_success": False, "error_code": "ModelArts.0010",
-                                              "error_message": "internal"}),
-                      Fault(status=502, body="<html>Bad Gateway</html>"),
-                      Fault(status=200, body={"is_success": True, "spec_total_count": 0, "specs": []})):
+        for fault in (
+            Fault(status=200, body={"is_success": False, "error_code": "ModelArts.0010", "error_message": "internal"}),
+            Fault(status=502, body="<html>Bad Gateway</html>"),
+            Fault(status=200, body={"is_success": True, "spec_total_count": 0, "specs": []}),
+        ):
             sim.sim.inject(fault)
             result = await daemon.run_cycle(query)
             assert result is not None and result.error is not None
@@ -211,20 +248,28 @@ async def test_each_url_is_delivered_on_its_own(
 ) -> None:
     """A failing URL is retried alone; the one that worked is never sent twice."""
     slack.status = 500
-    config = load_config(write_config(tmp_path, sim.url, notifiers=f"""
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            notifiers=f"""
         [notifiers.team]
         urls = ["json://127.0.0.1:{webhook.port}/alerts", "{SLACK_URL}"]
-        """, watches="""
+        """,
+            watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """))
+        """,
+        )
+    )
     async with running(config) as daemon:
         await eventually(lambda: len(webhook.requests) >= 1, what="baseline to the webhook")
         await eventually(lambda: daemon.delivery_failures >= 1, what="the Slack failure")
         assert len(slack.requests) == 0
+
         def slack_pending() -> list[dict[str, Any]]:
             reader = StateReader.open(config.monitor.state_dir)
             assert reader is not None

@@ -54,9 +54,13 @@ def test_the_gateway_side_check_accepts_what_was_signed(vector: dict[str, Any]) 
     assert auth is not None
     path, _, query = signed.uri.partition("?")
     expected = signer.expected_signature(
-        method=vector["input"]["method"], raw_path=path, raw_query=query,
-        headers=signed.headers, signed_headers=auth.signed_headers,
-        body=vector["input"]["body_utf8"].encode(), secret_key=vector["input"]["sk"],
+        method=vector["input"]["method"],
+        raw_path=path,
+        raw_query=query,
+        headers=signed.headers,
+        signed_headers=auth.signed_headers,
+        body=vector["input"]["body_utf8"].encode(),
+        secret_key=vector["input"]["sk"],
     )
     assert expected == signed.signature
 
@@ -68,33 +72,58 @@ def test_a_wrong_secret_key_gives_a_different_signature() -> None:
     assert auth is not None
     path, _, query = signed.uri.partition("?")
     other = signer.expected_signature(
-        method="GET", raw_path=path, raw_query=query, headers=signed.headers,
-        signed_headers=auth.signed_headers, body=b"", secret_key="not-the-key",
+        method="GET",
+        raw_path=path,
+        raw_query=query,
+        headers=signed.headers,
+        signed_headers=auth.signed_headers,
+        body=b"",
+        secret_key="not-the-key",
     )
     assert other != signed.signature
 
 
 def test_it_signs_with_the_time_given_at_send_time() -> None:
-    first = signer.sign(method="GET", url="https://h.example.com/v1/p/job/resource-specs",
-                        access_key="AK", secret_key="SK", timestamp=1_700_000_000)
-    later = signer.sign(method="GET", url="https://h.example.com/v1/p/job/resource-specs",
-                        access_key="AK", secret_key="SK", timestamp=1_700_000_060)
+    first = signer.sign(
+        method="GET",
+        url="https://h.example.com/v1/p/job/resource-specs",
+        access_key="AK",
+        secret_key="SK",
+        timestamp=1_700_000_000,
+    )
+    later = signer.sign(
+        method="GET",
+        url="https://h.example.com/v1/p/job/resource-specs",
+        access_key="AK",
+        secret_key="SK",
+        timestamp=1_700_000_060,
+    )
     assert first.headers["X-Sdk-Date"] == "20231114T221320Z"
     assert later.headers["X-Sdk-Date"] == "20231114T221420Z"
     assert first.signature != later.signature
 
 
 def test_host_keeps_a_non_default_port_only() -> None:
-    assert signer.sign(method="GET", url="http://127.0.0.1:8086/x", access_key="a",
-                       secret_key="b").headers["Host"] == "127.0.0.1:8086"
-    assert signer.sign(method="GET", url="https://h.example.com:443/x", access_key="a",
-                       secret_key="b").headers["Host"] == "h.example.com"
+    assert (
+        signer.sign(method="GET", url="http://127.0.0.1:8086/x", access_key="a", secret_key="b").headers["Host"]
+        == "127.0.0.1:8086"
+    )
+    assert (
+        signer.sign(method="GET", url="https://h.example.com:443/x", access_key="a", secret_key="b").headers["Host"]
+        == "h.example.com"
+    )
 
 
 def test_a_non_json_body_is_sent_unsigned_as_the_sdk_does() -> None:
-    signed = signer.sign(method="POST", url="https://h.example.com/x", body=b"a=b",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"},
-                         access_key="a", secret_key="b", timestamp=0)
+    signed = signer.sign(
+        method="POST",
+        url="https://h.example.com/x",
+        body=b"a=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        access_key="a",
+        secret_key="b",
+        timestamp=0,
+    )
     assert signed.headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
     assert signed.canonical_request.endswith("\nUNSIGNED-PAYLOAD")
 

@@ -1,0 +1,1 @@
+"""Talking to ModelArts and IAM: signing, errors, the HTTP client."""

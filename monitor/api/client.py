@@ -97,14 +97,16 @@ class ModelArtsClient:
         self._static_token = account.token
 
     # -- public -------------------------------------------------------------------------------
-    async def fetch_snapshot(self, query: Query, catalog: type[JobSpecCatalog] = JobSpecCatalog
-                             ) -> Snapshot:
+    async def fetch_snapshot(self, query: Query, catalog: type[JobSpecCatalog] = JobSpecCatalog) -> Snapshot:
         """One poll: the snapshot, or PollError."""
         project_id = query.project_id or await self.resolve_project(query.region)
         base = self.account.endpoint_for(query.region)
         answer = await self._call(
-            "GET", base + catalog.path(project_id), catalog.params(query),
-            region=query.region, project_id=project_id,
+            "GET",
+            base + catalog.path(project_id),
+            catalog.params(query),
+            region=query.region,
+            project_id=project_id,
         )
         return catalog.parse(answer.body, self.clock())
 
@@ -116,8 +118,7 @@ class ModelArtsClient:
             await self._token_for(region, None)  # a token scoped by name tells its project id
             return self._projects[region]
         iam = self.account.iam_endpoint_for(region)
-        answer = await self._call("GET", iam + "/v3/projects", [("name", region)], region=region,
-                                  project_id=None)
+        answer = await self._call("GET", iam + "/v3/projects", [("name", region)], region=region, project_id=None)
         data = decode_json(answer.body)
         projects = data.get("projects") if isinstance(data, dict) else None
         if not isinstance(projects, list):
@@ -129,20 +130,31 @@ class ModelArtsClient:
             raise PollError(
                 f"IAM knows no project named {region!r} for this account: check the region, "
                 "or set project_id in the watch",
-                category=PERMANENT, request_id=trace,
+                category=PERMANENT,
+                request_id=trace,
             )
         if len(ids) > 1:
             raise PollError(
                 f"IAM lists several projects named {region!r}: set project_id in the watch",
-                category=PERMANENT, request_id=trace,
+                category=PERMANENT,
+                request_id=trace,
             )
-        self._projects[region] = ids[0]
-        log.info("project ID for region %s looked up through IAM: %s", region, ids[0])
-        return ids[0]
+        project_id = str(ids[0])
+        self._projects[region] = project_id
+        log.info("project ID for region %s looked up through IAM: %s", region, project_id)
+        return project_id
 
     # -- requests -----------------------------------------------------------------------------
-    async def _call(self, method: str, url: str, params: Sequence[tuple[str, str]], *,
-                    region: str, project_id: str | None, body: bytes = b"") -> Answer:
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        region: str,
+        project_id: str | None,
+        body: bytes = b"",
+    ) -> Answer:
         """Send with the account's authentication; renew/resync once when the answer says so."""
         now = time.monotonic()
         if self.blocked_until > now and self.blocked_error is not None:
@@ -150,7 +162,8 @@ class ModelArtsClient:
             raise PollError(
                 f"{self.blocked_error.reason}; not retrying for another {int(wait) + 1} s "
                 "(the gateway locks a key after repeated failures)",
-                category=CREDENTIALS, code=self.blocked_error.code,
+                category=CREDENTIALS,
+                code=self.blocked_error.code,
                 request_id=self.blocked_error.request_id,
             )
         retried: set[str] = set()
@@ -175,8 +188,9 @@ class ModelArtsClient:
                 error.category = CREDENTIALS if self.account.auth != "password" else PERMANENT
             raise error
 
-    async def _send(self, method: str, url: str, params: Sequence[tuple[str, str]],
-                    headers: dict[str, str], body: bytes) -> Answer:
+    async def _send(
+        self, method: str, url: str, params: Sequence[tuple[str, str]], headers: dict[str, str], body: bytes
+    ) -> Answer:
         query = signer.canonical_query(params)
         full = f"{url}?{query}" if query else url
         host = urlsplit(url).hostname or url
@@ -191,13 +205,15 @@ class ModelArtsClient:
                             raise PollError(
                                 f"the answer from {host} is larger than {MAX_BODY // (1024 * 1024)} MiB; "
                                 "not reading further",
-                                category=TRANSIENT, status=resp.status_code,
+                                category=TRANSIENT,
+                                status=resp.status_code,
                             )
                         chunks.append(chunk)
                     return Answer(resp.status_code, resp.headers, b"".join(chunks))
         except TimeoutError:
-            raise PollError(f"no complete answer from {host} within {self.timeout:g}s (timeout)",
-                            category=TRANSIENT) from None
+            raise PollError(
+                f"no complete answer from {host} within {self.timeout:g}s (timeout)", category=TRANSIENT
+            ) from None
         except httpx.ConnectTimeout:
             raise PollError(f"cannot connect to {host} within the timeout", category=TRANSIENT) from None
         except httpx.TimeoutException:
@@ -207,12 +223,13 @@ class ModelArtsClient:
             if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
                 raise PollError(
                     f"the TLS certificate of {host} is not trusted: set ca_bundle for the account "
-                    "if it uses a private CA", category=PERMANENT) from None
-            reason = _connect_reason(text)
+                    "if it uses a private CA",
+                    category=PERMANENT,
+                ) from None
+            reason = _connect_reason(exc)
             raise PollError(f"cannot connect to {host}: {reason}", category=TRANSIENT) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise PollError(f"the connection to {host} broke mid-answer ({_short(exc)})",
-                            category=TRANSIENT) from None
+            raise PollError(f"the connection to {host} broke mid-answer ({_short(exc)})", category=TRANSIENT) from None
         except httpx.HTTPError as exc:
             raise PollError(f"HTTP error talking to {host}: {_short(exc)}", category=TRANSIENT) from None
 
@@ -227,15 +244,22 @@ class ModelArtsClient:
         default = None
         if data is None and answer.body:
             default = f"unexpected answer (HTTP {answer.status}, not JSON)"
-        error = classify(code, message, status=answer.status, request_id=request_id or body_request_id,
-                         retry_after=retry_after, default=default)
+        error = classify(
+            code,
+            message,
+            status=answer.status,
+            request_id=request_id or body_request_id,
+            retry_after=retry_after,
+            default=default,
+        )
         if data is None and answer.body and code is None:
             error.reason += " (the answer was not JSON)"
         return error
 
     # -- authentication -----------------------------------------------------------------------
-    async def _auth_headers(self, method: str, url: str, params: Sequence[tuple[str, str]],
-                            region: str, project_id: str | None, body: bytes) -> dict[str, str]:
+    async def _auth_headers(
+        self, method: str, url: str, params: Sequence[tuple[str, str]], region: str, project_id: str | None, body: bytes
+    ) -> dict[str, str]:
         acc = self.account
         if acc.auth == "aksk":
             assert acc.access_key is not None and acc.secret_key is not None
@@ -247,8 +271,13 @@ class ModelArtsClient:
             if body:
                 headers["Content-Type"] = "application/json;charset=utf8"
             signed = signer.sign(
-                method=method, url=url, params=params, headers=headers, body=body,
-                access_key=acc.access_key.reveal(), secret_key=acc.secret_key.reveal(),
+                method=method,
+                url=url,
+                params=params,
+                headers=headers,
+                body=body,
+                access_key=acc.access_key.reveal(),
+                secret_key=acc.secret_key.reveal(),
                 timestamp=self.clock() + self.skew,
             )
             return signed.headers
@@ -289,8 +318,13 @@ class ModelArtsClient:
             "auth": {
                 "identity": {
                     "methods": ["password"],
-                    "password": {"user": {"name": acc.username, "password": acc.password.reveal(),
-                                          "domain": {"name": acc.domain}}},
+                    "password": {
+                        "user": {
+                            "name": acc.username,
+                            "password": acc.password.reveal(),
+                            "domain": {"name": acc.domain},
+                        }
+                    },
                 },
                 "scope": {"project": scope},
             }
@@ -299,8 +333,9 @@ class ModelArtsClient:
 
         body = json.dumps(payload).encode()
         url = acc.iam_endpoint_for(region) + "/v3/auth/tokens"
-        answer = await self._send("POST", url, [("nocatalog", "true")],
-                                  {"Content-Type": "application/json;charset=utf8"}, body)
+        answer = await self._send(
+            "POST", url, [("nocatalog", "true")], {"Content-Type": "application/json;charset=utf8"}, body
+        )
         self._measure_skew(answer)
         if answer.status not in (200, 201):
             error = self._error(answer)
@@ -315,8 +350,7 @@ class ModelArtsClient:
         data = decode_json(answer.body)
         info = data.get("token") if isinstance(data, dict) else None
         if not token or not isinstance(info, dict):
-            raise PollError("malformed IAM answer: no X-Subject-Token header or token body",
-                            category=TRANSIENT)
+            raise PollError("malformed IAM answer: no X-Subject-Token header or token body", category=TRANSIENT)
         expires = _parse_iso(info.get("expires_at")) or (self.clock() + 3600 * 12)
         project = info.get("project") if isinstance(info.get("project"), dict) else {}
         if isinstance(project, dict) and isinstance(project.get("id"), str):
@@ -326,9 +360,12 @@ class ModelArtsClient:
         from .. import redact
 
         redact.register(token)
-        log.info("IAM token for account %s renewed; it expires at %s", acc.name,
-                 datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-        return token
+        log.info(
+            "IAM token for account %s renewed; it expires at %s",
+            acc.name,
+            datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        return str(token)
 
     # -- clock skew ---------------------------------------------------------------------------
     def _measure_skew(self, answer: Answer) -> None:
@@ -358,7 +395,9 @@ class ModelArtsClient:
             if skew:
                 log.warning(
                     "the clock here differs from the API's by %+.0f s; signing with the API's "
-                    "time (fix the host clock: enable NTP)", skew)
+                    "time (fix the host clock: enable NTP)",
+                    skew,
+                )
             else:
                 log.info("the clock here agrees with the API's again")
 
@@ -389,8 +428,22 @@ def _parse_iso(value: Any) -> float | None:
     return dt.timestamp()
 
 
-def _connect_reason(text: str) -> str:
-    lowered = text.lower()
+def _connect_reason(exc: BaseException) -> str:
+    """The innermost OS error says what really happened ("All connection attempts failed" does not)."""
+    import errno
+
+    inner: BaseException | None = exc
+    texts = []
+    while inner is not None:
+        code = getattr(inner, "errno", None)
+        if code == errno.ECONNREFUSED:
+            return "connection refused (is the endpoint right, and is a proxy needed?)"
+        if code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "network unreachable"
+        texts.append(str(inner))
+        inner = inner.__cause__ or inner.__context__
+    text = str(exc)
+    lowered = " ".join(texts).lower()
     if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
         return "the host name does not resolve (check the endpoint and DNS)"
     if "refused" in lowered:

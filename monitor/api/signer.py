@@ -203,9 +203,7 @@ def parse_authorization(value: str) -> Authorization | None:
             return None
         fields[key] = val
     try:
-        return Authorization(
-            fields["Access"], tuple(fields["SignedHeaders"].split(";")), fields["Signature"]
-        )
+        return Authorization(fields["Access"], tuple(fields["SignedHeaders"].split(";")), fields["Signature"])
     except KeyError:
         return None
 

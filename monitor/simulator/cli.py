@@ -25,8 +25,7 @@ def simulate(listen: str, scenario_path: str | None) -> int:
 
     address = parse_listen(listen)
     if address is None:
-        print(f"error: --listen: expected HOST:PORT such as 127.0.0.1:8086, got {listen!r}",
-              file=sys.stderr)
+        print(f"error: --listen: expected HOST:PORT such as 127.0.0.1:8086, got {listen!r}", file=sys.stderr)
         return EXIT_USAGE
     try:
         scenario = load_scenario(scenario_path)
@@ -47,13 +46,15 @@ def simulate(listen: str, scenario_path: str | None) -> int:
             print(f"ModelArts/IAM simulator listening on {server.url}")
             for acc in scenario.accounts:
                 if acc.access_key:
-                    print(f"  AK/SK account: access_key = \"{acc.access_key}\", secret_key = \"{acc.secret_key}\"")
+                    print(f'  AK/SK account: access_key = "{acc.access_key}", secret_key = "{acc.secret_key}"')
                 if acc.username:
-                    print(f"  password account: domain = \"{acc.domain}\", username = \"{acc.username}\", "
-                          f"password = \"{acc.password}\"")
+                    print(
+                        f'  password account: domain = "{acc.domain}", username = "{acc.username}", '
+                        f'password = "{acc.password}"'
+                    )
             for p in scenario.projects:
                 print(f"  project {p.name}: {p.id}")
-            print(f"  in [accounts.NAME] write endpoint = \"{server.url}\" and iam_endpoint = \"{server.url}\"")
+            print(f'  in [accounts.NAME] write endpoint = "{server.url}" and iam_endpoint = "{server.url}"')
             print("Ctrl-C stops.", flush=True)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:

@@ -42,8 +42,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SPEC_FIELDS = ("spec_id", "core", "cpu", "gpu_num", "gpu_type", "spec_code", "max_num", "storage",
-               "interface_type", "no_resource", "unit_num")
+SPEC_FIELDS = (
+    "spec_id",
+    "core",
+    "cpu",
+    "gpu_num",
+    "gpu_type",
+    "spec_code",
+    "max_num",
+    "storage",
+    "interface_type",
+    "no_resource",
+    "unit_num",
+)
 
 
 class ScenarioError(ValueError):

@@ -115,9 +115,18 @@ class Simulator:
             try:
                 spec = self.spec(code)
             except KeyError:
-                base = {"spec_id": len(self.scenario.specs) + 1, "core": "8", "cpu": "64",
-                        "gpu_num": 1, "gpu_type": "v100", "max_num": 1, "storage": "",
-                        "interface_type": 1, "no_resource": False, "unit_num": 1}
+                base = {
+                    "spec_id": len(self.scenario.specs) + 1,
+                    "core": "8",
+                    "cpu": "64",
+                    "gpu_num": 1,
+                    "gpu_type": "v100",
+                    "max_num": 1,
+                    "storage": "",
+                    "interface_type": 1,
+                    "no_resource": False,
+                    "unit_num": 1,
+                }
                 spec = SimSpec({**base, "spec_code": code})
                 self.scenario.specs.append(spec)
             current = spec.at(self.elapsed())
@@ -155,8 +164,9 @@ class Simulator:
                 if job_type and job_type not in spec.job_types:
                     continue
                 values = spec.at(elapsed)
-                out.append({k: values.get(k) for k in SPEC_FIELDS} | {
-                    k: v for k, v in values.items() if k not in SPEC_FIELDS})
+                out.append(
+                    {k: values.get(k) for k in SPEC_FIELDS} | {k: v for k, v in values.items() if k not in SPEC_FIELDS}
+                )
             return out
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -179,11 +189,14 @@ class Simulator:
             response = self._issue_token(request)
         elif request.method == "GET" and path.rstrip("/") in ("/v3/projects", "/v3/auth/projects"):
             response = self._list_projects(request)
-        elif (request.method == "GET" and len(parts) == 4 and parts[0] == "v1"
-              and parts[2:] == ["job", "resource-specs"]):
+        elif (
+            request.method == "GET" and len(parts) == 4 and parts[0] == "v1" and parts[2:] == ["job", "resource-specs"]
+        ):
             response = self._resource_specs(request, parts[1])
         else:
-            response = _gateway_error(404, "APIGW.0101", "The API does not exist or has not been published in the environment")
+            response = _gateway_error(
+                404, "APIGW.0101", "The API does not exist or has not been published in the environment"
+            )
             self._record(request, 404, None, "APIGW.0101", "none")
         return self._finish(response, fault)
 
@@ -202,7 +215,7 @@ class Simulator:
 
             async def pieces() -> AsyncIterator[bytes]:
                 for i in range(0, len(body), 16):
-                    yield body[i:i + 16]
+                    yield body[i : i + 16]
                     await anyio.sleep(pause)
 
             response.headers.append(("Content-Length", str(len(body))))
@@ -234,8 +247,9 @@ class Simulator:
 
     def _record(self, request: Request, status: int, ak: str | None, code: str | None, auth: str) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(time.time(), request.method, request.path,
-                                               request.query, status, ak, code, auth))
+            self.requests.append(
+                RequestRecord(time.time(), request.method, request.path, request.query, status, ak, code, auth)
+            )
             if len(self.requests) > 100000:
                 del self.requests[:50000]
 
@@ -247,21 +261,49 @@ class Simulator:
             with self._lock:
                 issued = self._tokens.get(token)
             if issued is None:
-                return None, None, _gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information: decrypt token fail"), "token"
+                return (
+                    None,
+                    None,
+                    _gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information: decrypt token fail"),
+                    "token",
+                )
             if issued.expires_at <= self.now():
                 return None, None, _gateway_error(401, "APIGW.0307", "The token must be updated."), "token"
             return issued.account, issued.project_id, None, "token"
         header = request.headers.get("authorization")
         if header is None:
-            return None, None, _gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information: Authorization header not found"), "none"
+            return (
+                None,
+                None,
+                _gateway_error(
+                    401, "APIGW.0301", "Incorrect IAM authentication information: Authorization header not found"
+                ),
+                "none",
+            )
         auth = signer.parse_authorization(header)
         if auth is None:
-            return None, None, _gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information: unsupported Authorization header"), "aksk"
+            return (
+                None,
+                None,
+                _gateway_error(
+                    401, "APIGW.0301", "Incorrect IAM authentication information: unsupported Authorization header"
+                ),
+                "aksk",
+            )
         ak = auth.access_key
         now = self.now()
         with self._lock:
             if self._locked_until.get(ak, 0) > now:
-                return None, None, _gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information: AK access failed to reach the limit,forbidden."), "aksk"
+                return (
+                    None,
+                    None,
+                    _gateway_error(
+                        401,
+                        "APIGW.0301",
+                        "Incorrect IAM authentication information: AK access failed to reach the limit,forbidden.",
+                    ),
+                    "aksk",
+                )
         account = next((a for a in self.scenario.accounts if a.access_key == ak), None)
         error = None
         if account is None or not account.secret_key:
@@ -273,18 +315,27 @@ class Simulator:
             except ValueError:
                 signed_at = None
             if "x-sdk-date" not in auth.signed_headers or "host" not in auth.signed_headers:
-                error = "Incorrect IAM authentication information: verify aksk signature fail, host and x-sdk-date must be signed"
+                error = (
+                    "Incorrect IAM authentication information: verify aksk signature fail, "
+                    "host and x-sdk-date must be signed"
+                )
             elif signed_at is None:
                 error = "Incorrect IAM authentication information: x-sdk-date format is invalid"
             elif abs(signed_at - now) > SKEW_LIMIT:
                 server = datetime.fromtimestamp(now, timezone.utc).strftime(signer.DATE_FORMAT)
-                error = (f"Incorrect IAM authentication information: calc aksk signature fail:"
-                         f"signature expired, signature time:{date}, server time:{server}")
+                error = (
+                    f"Incorrect IAM authentication information: calc aksk signature fail:"
+                    f"signature expired, signature time:{date}, server time:{server}"
+                )
             else:
                 expected = signer.expected_signature(
-                    method=request.method, raw_path=request.path, raw_query=request.query,
-                    headers=request.headers, signed_headers=auth.signed_headers,
-                    body=request.body, secret_key=account.secret_key,
+                    method=request.method,
+                    raw_path=request.path,
+                    raw_query=request.query,
+                    headers=request.headers,
+                    signed_headers=auth.signed_headers,
+                    body=request.body,
+                    secret_key=account.secret_key,
                 )
                 if not secrets.compare_digest(expected, auth.signature):
                     error = "Incorrect IAM authentication information: verify aksk signature fail"
@@ -315,13 +366,23 @@ class Simulator:
         except (ValueError, KeyError, TypeError):
             self._record(request, 400, None, "IAM.0011", "none")
             return Response.json({"error_msg": "The request body is invalid.", "error_code": "IAM.0011"}, 400)
-        account = next((a for a in self.scenario.accounts if a.username == name
-                        and a.domain == domain and a.password == password), None)
+        account = next(
+            (a for a in self.scenario.accounts if a.username == name and a.domain == domain and a.password == password),
+            None,
+        )
         if account is None:
             self._record(request, 401, None, "IAM.0001", "none")
-            return Response.json({"error": {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}, "error_msg": "The username or password is wrong.", "error_code": "IAM.0001"}, 401)
-        project = next((p for p in self.scenario.projects
-                        if p.id == scope.get("id") or p.name == scope.get("name")), None)
+            return Response.json(
+                {
+                    "error": {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"},
+                    "error_msg": "The username or password is wrong.",
+                    "error_code": "IAM.0001",
+                },
+                401,
+            )
+        project = next(
+            (p for p in self.scenario.projects if p.id == scope.get("id") or p.name == scope.get("name")), None
+        )
         if project is None:
             self._record(request, 400, None, "IAM.0004", "none")
             return Response.json({"error_msg": "The project does not exist.", "error_code": "IAM.0004"}, 400)
@@ -331,13 +392,19 @@ class Simulator:
         with self._lock:
             self._tokens[token] = _Token(project.id, expires, account)
         self._record(request, 201, None, None, "password")
-        body = {"token": {
-            "methods": ["password"],
-            "expires_at": _iso(expires),
-            "issued_at": _iso(now),
-            "project": {"id": project.id, "name": project.name, "domain": {"id": account.domain_id, "name": domain}},
-            "user": {"name": name, "domain": {"id": account.domain_id, "name": domain}},
-        }}
+        body = {
+            "token": {
+                "methods": ["password"],
+                "expires_at": _iso(expires),
+                "issued_at": _iso(now),
+                "project": {
+                    "id": project.id,
+                    "name": project.name,
+                    "domain": {"id": account.domain_id, "name": domain},
+                },
+                "user": {"name": name, "domain": {"id": account.domain_id, "name": domain}},
+            }
+        }
         return Response.json(body, 201, [("X-Subject-Token", token)])
 
     def _list_projects(self, request: Request) -> Response:
@@ -348,12 +415,23 @@ class Simulator:
         names = [v for k, v in signer.parse_query(request.query) if k == "name"]
         projects = [p for p in self.scenario.projects if not names or p.name in names]
         self._record(request, 200, account.access_key if account else None, None, kind)
-        return Response.json({
-            "projects": [{"id": p.id, "name": p.name, "domain_id": account.domain_id if account else "",
-                          "parent_id": account.domain_id if account else "", "enabled": True,
-                          "is_domain": False, "description": ""} for p in projects],
-            "links": {"self": "https://iam.example.com/v3/projects", "next": None, "previous": None},
-        })
+        return Response.json(
+            {
+                "projects": [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "domain_id": account.domain_id if account else "",
+                        "parent_id": account.domain_id if account else "",
+                        "enabled": True,
+                        "is_domain": False,
+                        "description": "",
+                    }
+                    for p in projects
+                ],
+                "links": {"self": "https://iam.example.com/v3/projects", "next": None, "previous": None},
+            }
+        )
 
     def _resource_specs(self, request: Request, project_id: str) -> Response:
         account, token_project, error, kind = self._authenticate(request)
@@ -363,12 +441,19 @@ class Simulator:
             return error
         if token_project is not None and token_project != project_id:
             self._record(request, 403, ak, "ModelArts.0210", kind)
-            return Response.json({"is_success": False, "error_code": "ModelArts.0210",
-                                  "error_message": "The project ID in the URL does not match the token."}, 403)
+            return Response.json(
+                {
+                    "is_success": False,
+                    "error_code": "ModelArts.0210",
+                    "error_message": "The project ID in the URL does not match the token.",
+                },
+                403,
+            )
         if not any(p.id == project_id for p in self.scenario.projects):
             self._record(request, 400, ak, "ModelArts.0210", kind)
-            return Response.json({"is_success": False, "error_code": "ModelArts.0210",
-                                  "error_message": "Invalid project ID."}, 400)
+            return Response.json(
+                {"is_success": False, "error_code": "ModelArts.0210", "error_message": "Invalid project ID."}, 400
+            )
         params = dict(signer.parse_query(request.query))
         job_type = params.get("job_type")
         problem = None
@@ -381,8 +466,10 @@ class Simulator:
             problem = "project_type"
         if problem:
             self._record(request, 400, ak, "ModelArts.0101", kind)
-            return Response.json({"is_success": False, "error_code": "ModelArts.0101",
-                                  "error_message": f"Invalid parameter {problem}."}, 400)
+            return Response.json(
+                {"is_success": False, "error_code": "ModelArts.0101", "error_message": f"Invalid parameter {problem}."},
+                400,
+            )
         specs = self.current_specs(job_type)
         self._record(request, 200, ak, None, kind)
         return Response.json({"is_success": True, "spec_total_count": len(specs), "specs": specs})
@@ -419,8 +506,7 @@ class Simulator:
 
 
 def _gateway_error(status: int, code: str, message: str) -> Response:
-    return Response.json({"error_code": code, "error_msg": message,
-                          "request_id": secrets.token_hex(16)}, status)
+    return Response.json({"error_code": code, "error_msg": message, "request_id": secrets.token_hex(16)}, status)
 
 
 def _code_of(body: Any) -> str | None:
