@@ -182,3 +182,14 @@ def test_simulate_serves_the_api(tmp_path: Path) -> None:
 
 def test_simulate_rejects_a_bad_listen_address() -> None:
     assert run("simulate", "--listen", "nowhere").returncode == 64
+
+
+def test_check_online_gives_a_verdict_per_account(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
+    path = config(tmp_path, sim, webhook)
+    good = run("check", "--online", "-c", path)
+    assert good.returncode == 0, good.stderr
+    assert "account sim: OK: authenticated (aksk)" in good.stdout and "all accounts authenticated" in good.stdout
+    Path(path).write_text(Path(path).read_text().replace('secret_key = "', 'secret_key = "x'))
+    bad = run("check", "--online", "-c", path)
+    assert bad.returncode == 1
+    assert "account sim: FAILED: authentication rejected" in bad.stdout
