@@ -270,8 +270,9 @@ class Daemon:
             log.warning("%s", warning)
         old = self.config.monitor
         if config.monitor.state_dir != old.state_dir:
-            log.warning("state_dir changed to %s: that takes a restart; still using %s",
-                        config.monitor.state_dir, old.state_dir)
+            log.warning(
+                "state_dir changed to %s: that takes a restart; still using %s", config.monitor.state_dir, old.state_dir
+            )
         if config.monitor.http_listen != old.http_listen:
             log.warning("http_listen changed: that takes a restart")
         if (config.monitor.log_format, config.monitor.log_level) != (old.log_format, old.log_level):

@@ -17,13 +17,19 @@ pytestmark = pytest.mark.anyio
 V100 = "modelarts.vm.gpu.v100"
 
 
-def hook_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monitor: str = "",
-                notifier: str = "", watch: str = "") -> Path:
-    return write_config(tmp_path, sim.url, monitor=monitor, notifiers=f"""
+def hook_config(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monitor: str = "", notifier: str = "", watch: str = ""
+) -> Path:
+    return write_config(
+        tmp_path,
+        sim.url,
+        monitor=monitor,
+        notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
         {notifier}
-        """, watches=f"""
+        """,
+        watches=f"""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
@@ -35,17 +41,20 @@ def hook_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monito
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["a100"]
-        """)
+        """,
+    )
 
 
-async def test_exactly_one_degraded_and_one_recovered_per_watch(tmp_path: Path, sim: SimHandle,
-                                                               webhook: HttpReceiver) -> None:
+async def test_exactly_one_degraded_and_one_recovered_per_watch(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
     config = load_config(hook_config(tmp_path, sim, webhook, monitor="failure_alert_after = 3"))
     query = config.watches[0].query
     async with running(config) as daemon:
         await eventually(lambda: len(webhook.requests) >= 2, what="two baselines")
-        sim.sim.inject(Fault(status=502, body={"error_code": "APIGW.0202", "error_msg": "Backend unavailable"}),
-                       count=-1)
+        sim.sim.inject(
+            Fault(status=502, body={"error_code": "APIGW.0202", "error_msg": "Backend unavailable"}), count=-1
+        )
         for _ in range(5):
             await daemon.run_cycle(query)
         await eventually(lambda: len(webhook.requests) >= 4, what="two degraded messages")
@@ -54,8 +63,12 @@ async def test_exactly_one_degraded_and_one_recovered_per_watch(tmp_path: Path, 
         await daemon.run_cycle(query)
         await eventually(lambda: len(webhook.requests) >= 6, what="two recovered messages")
     titles = [b["title"] for b in webhook.bodies()[2:]]
-    assert sorted(titles) == ["a100: monitoring degraded", "a100: monitoring recovered after 0 s",
-                              "v100: monitoring degraded", "v100: monitoring recovered after 0 s"]
+    assert sorted(titles) == [
+        "a100: monitoring degraded",
+        "a100: monitoring recovered after 0 s",
+        "v100: monitoring degraded",
+        "v100: monitoring recovered after 0 s",
+    ]
     degraded = next(b for b in webhook.bodies() if b["title"] == "v100: monitoring degraded")
     assert "3 polls in a row failed" in degraded["message"]
     assert "the ModelArts backend is unavailable (APIGW.0202: Backend unavailable)" in degraded["message"]
@@ -88,8 +101,9 @@ async def test_available_goes_out_at_once_in_quiet_hours_and_the_rest_as_a_diges
 async def test_the_heartbeat_url_is_fetched_only_when_all_queries_polled_well(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    config = load_config(hook_config(tmp_path, sim, webhook,
-                                     monitor=f'heartbeat_url = "http://127.0.0.1:{webhook.port}/ping"'))
+    config = load_config(
+        hook_config(tmp_path, sim, webhook, monitor=f'heartbeat_url = "http://127.0.0.1:{webhook.port}/ping"')
+    )
 
     def pings() -> int:
         return sum(r.path == "/ping" for r in webhook.requests)

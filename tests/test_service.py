@@ -43,16 +43,24 @@ needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reas
 
 @needs_systemd
 def test_the_unit_file_verifies(tmp_path: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit_with_real_binary(tmp_path))],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit_with_real_binary(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "modelarts-monitor.service" not in proc.stderr, proc.stderr
 
 
 @needs_systemd
 def test_the_unit_is_rated_ok_by_systemd_analyze_security(tmp_path: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit_with_real_binary(tmp_path))],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit_with_real_binary(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", proc.stdout)
     assert m, proc.stdout[-500:] + proc.stderr
     assert float(m[1]) <= 1.5 and m[2] == "OK", m[0]
@@ -60,21 +68,38 @@ def test_the_unit_is_rated_ok_by_systemd_analyze_security(tmp_path: Path) -> Non
 
 def test_the_unit_has_what_the_service_needs() -> None:
     text = UNIT.read_text()
-    for line in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=64 78",
-                 "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "StateDirectory=modelarts-monitor",
-                 "ConfigurationDirectory=modelarts-monitor", "LoadCredential=hw_secret_key:",
-                 "ProtectSystem=strict", "PrivateTmp=yes", "PrivateDevices=yes", "NoNewPrivileges=yes",
-                 "CapabilityBoundingSet=\n", "RestrictAddressFamilies=", "SystemCallFilter=",
-                 "MemoryDenyWriteExecute=yes"]:
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=64 78",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "StateDirectory=modelarts-monitor",
+        "ConfigurationDirectory=modelarts-monitor",
+        "LoadCredential=hw_secret_key:",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=",
+        "MemoryDenyWriteExecute=yes",
+    ]:
         assert line in text, line
 
 
 def test_the_readme_install_steps_use_the_unit_paths() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Install as a service", 1)[1].split("\n## ", 1)[0]
-    for path in ["/opt/modelarts-monitor/bin/modelarts-monitor", "/etc/modelarts-monitor/config.toml",
-                 "/etc/modelarts-monitor/hw_secret_key", "cred:hw_secret_key",
-                 "/etc/systemd/system/modelarts-monitor.service"]:
+    for path in [
+        "/opt/modelarts-monitor/bin/modelarts-monitor",
+        "/etc/modelarts-monitor/config.toml",
+        "/etc/modelarts-monitor/hw_secret_key",
+        "cred:hw_secret_key",
+        "/etc/systemd/system/modelarts-monitor.service",
+    ]:
         assert path in section, path
     assert path_in_unit("/etc/modelarts-monitor/hw_secret_key")
 
@@ -105,6 +130,7 @@ class NotifySocket:
 
     def wait(self, text: str, after: int = 0, timeout: float = 20) -> int:
         """Index of the first datagram after ``after`` that contains ``text``."""
+
         def find() -> int | None:
             for i, m in enumerate(self.drain()[after:], after):
                 if text in m:
@@ -117,34 +143,46 @@ class NotifySocket:
         self.sock.close()
 
 
-def service_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, extra_watch: str = "",
-                   monitor: str = "") -> Path:
-    return write_config(tmp_path, sim.url, monitor=monitor, notifiers=f"""
+def service_config(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, extra_watch: str = "", monitor: str = ""
+) -> Path:
+    return write_config(
+        tmp_path,
+        sim.url,
+        monitor=monitor,
+        notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches="""
+        """,
+        watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """ + extra_watch)
+        """
+        + extra_watch,
+    )
 
 
-def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path: Path, sim: SimHandle,
-                                                             webhook: HttpReceiver) -> None:
+def test_sd_notify_ready_status_watchdog_reload_and_stopping(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
     notify = NotifySocket()
     path = service_config(tmp_path, sim, webhook)
-    daemon = Process([*MONITOR, "run", "-c", str(path)],
-                     env=cli_env(NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="600000"))
+    daemon = Process(
+        [*MONITOR, "run", "-c", str(path)], env=cli_env(NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="600000")
+    )
     try:
         ready = notify.wait("READY=1")
         assert (tmp_path / "state" / "state.db").exists()  # the database was open before READY
-        status = notify.wait("STATUS=1 queries (0 failing), 2 specs watched, 1 available", ready)  # after the first cycle
+        # STATUS= after the first cycle
+        status = notify.wait("STATUS=1 queries (0 failing), 2 specs watched, 1 available", ready)
         notify.wait("WATCHDOG=1", status)
         watchdog_count = sum(m == "WATCHDOG=1" for m in notify.drain())
-        wait_for(lambda: sum(m == "WATCHDOG=1" for m in notify.drain()) >= watchdog_count + 2, 10,
-                 "repeated watchdog pings")
+        wait_for(
+            lambda: sum(m == "WATCHDOG=1" for m in notify.drain()) >= watchdog_count + 2, 10, "repeated watchdog pings"
+        )
 
         before = len(notify.drain())
         daemon.proc.send_signal(signal.SIGHUP)
@@ -168,8 +206,10 @@ def test_sighup_applies_a_good_file_and_keeps_state(tmp_path: Path, sim: SimHand
     try:
         webhook.wait(1)  # the baseline of "v100"
         # Add a watch and leave "v100" unchanged: only the new one takes a baseline.
-        path.write_text(path.read_text() + '\n[[watch]]\nname = "a100"\nregion = "cn-north-4"\n'
-                        'job_type = "train"\ngpu_types = ["a100"]\n')
+        path.write_text(
+            path.read_text() + '\n[[watch]]\nname = "a100"\nregion = "cn-north-4"\n'
+            'job_type = "train"\ngpu_types = ["a100"]\n'
+        )
         before = len(notify.drain())
         daemon.proc.send_signal(signal.SIGHUP)
         notify.wait("READY=1", notify.wait("RELOADING=1", before))
@@ -186,8 +226,9 @@ def test_sighup_applies_a_good_file_and_keeps_state(tmp_path: Path, sim: SimHand
         notify.close()
 
 
-def test_sighup_with_a_broken_file_keeps_the_old_configuration(tmp_path: Path, sim: SimHandle,
-                                                               webhook: HttpReceiver) -> None:
+def test_sighup_with_a_broken_file_keeps_the_old_configuration(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
     path = service_config(tmp_path, sim, webhook)
     good = path.read_text()
     daemon = Process([*MONITOR, "run", "-c", str(path)])
@@ -208,13 +249,18 @@ def test_sighup_with_a_broken_file_keeps_the_old_configuration(tmp_path: Path, s
 
 
 # -- logs -----------------------------------------------------------------------------------------
-def test_under_journald_lines_have_priorities_and_no_timestamps(tmp_path: Path, sim: SimHandle,
-                                                                webhook: HttpReceiver) -> None:
+def test_under_journald_lines_have_priorities_and_no_timestamps(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
     read_end, write_end = os.pipe()
     st = os.fstat(write_end)
     path = service_config(tmp_path, sim, webhook)
-    proc = subprocess.Popen([*MONITOR, "run", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=write_end,
-                            env=cli_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"))
+    proc = subprocess.Popen(
+        [*MONITOR, "run", "-c", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+        env=cli_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"),
+    )
     os.close(write_end)
     try:
         webhook.wait(1)
@@ -257,12 +303,14 @@ def test_quiet_polls_log_nothing_at_info(tmp_path: Path, sim: SimHandle, webhook
         polls = len(sim.sim.records())
         # The operator commands read the database while the daemon runs.
         started = time.monotonic()
-        status = subprocess.run([*MONITOR, "status", "--json", "-c", str(path)], capture_output=True,
-                                text=True, env=cli_env(), timeout=30)
+        status = subprocess.run(
+            [*MONITOR, "status", "--json", "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=30
+        )
         assert status.returncode == 0 and time.monotonic() - started < 10
         assert json.loads(status.stdout)["watches"][0]["last_success"] is not None
-        history = subprocess.run([*MONITOR, "history", "-c", str(path)], capture_output=True, text=True,
-                                 env=cli_env(), timeout=30)
+        history = subprocess.run(
+            [*MONITOR, "history", "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=30
+        )
         assert history.returncode == 0 and "baseline" in history.stdout
         wait_for(lambda: len(sim.sim.records()) >= polls + 2, 20, "two more quiet polls")
         assert len(daemon.collect()) == count, daemon.lines[count:]
