@@ -22,12 +22,12 @@ import anyio.abc
 import anyio.to_thread
 
 from . import __version__
-from .api.client import ModelArtsClient, build_http_client
+from .api.client import SKEW_ALERT, ModelArtsClient, build_http_client
 from .config import Config, Watch, load_config
-from .detect import PollResult, QueryHealth, WatchState, process_poll
+from .detect import PollResult, QueryHealth, WatchState, new_event, process_poll
 from .durations import format_duration
 from .errors import ConfigError, DeliveryError, PollError, StateError
-from .model import Query, Snapshot
+from .model import CLOCK_SKEW, Query, Snapshot
 from .notify import AppriseNotifier
 from .render import render_digest, render_message
 from .schedule import (
@@ -143,6 +143,7 @@ class Daemon:
         self._last_heartbeat = 0.0
         self.started_at = time.time()
         self.reload_count = 0
+        self._skew_alerted: dict[str, set[str]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, *, handle_signals: bool = False) -> None:
@@ -406,6 +407,7 @@ class Daemon:
                 now,
                 failure_alert_after=self.config.monitor.failure_alert_after,
             )
+            self._add_clock_events(query, watches, result, now)
             outgoing = self.messages_for(watches, result, now)
             assert self.store is not None
             try:
@@ -439,6 +441,21 @@ class Daemon:
         self.sd.status(self._status_line())
         self._maybe_heartbeat()
         return result
+
+    def _add_clock_events(self, query: Query, watches: list[Watch], result: PollResult, now: float) -> None:
+        """Tell each watch once when this host's clock is more than 5 minutes off the API's."""
+        client = self.clients.get(query.account)
+        if client is None:
+            return
+        alerted = self._skew_alerted.setdefault(query.account, set())
+        if abs(client.skew) < SKEW_ALERT:
+            alerted.clear()
+            return
+        for w in watches:
+            if w.name not in alerted:
+                alerted.add(w.name)
+                event = new_event(w.name, CLOCK_SKEW, now, skew=round(client.skew))
+                result.events.setdefault(w.name, []).insert(0, event)
 
     def messages_for(self, watches: list[Watch], result: PollResult, now: float) -> list[Outgoing]:
         out = []

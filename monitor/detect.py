@@ -20,7 +20,8 @@ Rules (SPEC section 5):
 - A successful answer with zero specs, when the last snapshot had some, is a
   failed poll ("suspicious empty answer") until it has come 3 times in a row.
 - ``failure_alert_after`` consecutive failed polls raise one ``degraded`` per
-  watch; the next success raises ``recovered`` with the downtime.
+  watch (rejected credentials, account problems and clock skew at once);
+  the next success raises ``recovered`` with the downtime.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ FLAP_WINDOW = 3600.0
 FLAP_LIMIT = 4  # more changes than this within FLAP_WINDOW is flapping
 STABLE_AFTER = 3600.0
 EMPTY_ACCEPT_AFTER = 3  # a zero-spec answer is believed when it comes this many times in a row
+# Failures no retry will cure: say so at once instead of after failure_alert_after polls,
+# since these queries are retried only every 5 minutes or more.
+ALERT_AT_ONCE = ("credentials", "account", "clock")
 REMOVED_MIN_CONFIRM = 2
 
 
@@ -178,6 +182,13 @@ def spec_info(spec: Spec) -> dict[str, Any]:
 
 
 # -- event construction ---------------------------------------------------------------------
+def new_event(watch: str, kind: str, now: float, spec_key: str | None = None, seq: int = 0, **data: Any) -> Event:
+    """An event with a short id derived from what it is about (8 hex digits)."""
+    seed = f"{watch}|{kind}|{spec_key}|{now!r}|{seq}"
+    event_id = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
+    return Event(event_id, watch, kind, now, spec_key, data)
+
+
 class _EventMaker:
     def __init__(self, watch: str, now: float):
         self.watch = watch
@@ -185,9 +196,7 @@ class _EventMaker:
         self.events: list[Event] = []
 
     def add(self, kind: str, spec_key: str | None = None, **data: Any) -> None:
-        seed = f"{self.watch}|{kind}|{spec_key}|{self.now!r}|{len(self.events)}"
-        event_id = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
-        self.events.append(Event(event_id, self.watch, kind, self.now, spec_key, data))
+        self.events.append(new_event(self.watch, kind, self.now, spec_key, len(self.events), **data))
 
 
 # -- per-watch detection --------------------------------------------------------------------
@@ -401,7 +410,7 @@ def process_poll(
             last_poll_at=now,
             alerted=list(health.alerted),
         )
-        if health.failures >= failure_alert_after:
+        if health.failures >= failure_alert_after or error.category in ALERT_AT_ONCE:
             for w in watches:
                 if w.name in health.alerted:
                     continue

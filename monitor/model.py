@@ -17,7 +17,9 @@ STABLE = "stable"  # a flapping spec has been stable for an hour again
 REMINDER = "reminder"  # remind_every: still available
 DEGRADED = "degraded"  # failure_alert_after consecutive failed polls
 RECOVERED = "recovered"  # first good poll after a degraded alert
-ALL_EVENT_KINDS = (*SPEC_EVENT_KINDS, BASELINE, FLAPPING, STABLE, REMINDER, DEGRADED, RECOVERED)
+CLOCK_SKEW = "clock_skew"  # this host's clock is more than 5 minutes off the API's
+HEALTH_KINDS = (BASELINE, DEGRADED, RECOVERED, CLOCK_SKEW)
+ALL_EVENT_KINDS = (*SPEC_EVENT_KINDS, FLAPPING, STABLE, REMINDER, *HEALTH_KINDS)
 
 
 @dataclass(frozen=True, slots=True)

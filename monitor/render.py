@@ -15,9 +15,10 @@ from typing import Any
 from .durations import format_duration
 from .model import (
     BASELINE,
+    CLOCK_SKEW,
     DEGRADED,
     FLAPPING,
-    RECOVERED,
+    HEALTH_KINDS,
     REMINDER,
     STABLE,
     Event,
@@ -137,8 +138,8 @@ def render_message(
     footer = f"Watch **{watch}** · region {region} · job type {job_type or 'any'} · detected {_times(at, tz)}"
     ids = tuple(e.id for e in events)
     urgent = any(e.kind == "available" or (e.kind == "added" and e.data.get("available")) for e in events)
-    health = [e for e in events if e.kind in (DEGRADED, RECOVERED, BASELINE)]
-    changes = [e for e in events if e.kind not in (DEGRADED, RECOVERED, BASELINE)]
+    health = [e for e in events if e.kind in HEALTH_KINDS]
+    changes = [e for e in events if e.kind not in HEALTH_KINDS]
     blocks: list[str] = []
     titles: list[str] = []
     for e in health:
@@ -195,6 +196,17 @@ def _health_block(e: Event) -> tuple[str, str]:
             f"(since {datetime.fromtimestamp(since, timezone.utc):%H:%M UTC}). "
             f"Reason: {d.get('reason')}. Capacity changes cannot be seen until this is fixed; "
             f"they will be reported on the first good poll. {tag}"
+        )
+        return title, block
+    if e.kind == CLOCK_SKEW:
+        skew = float(d.get("skew", 0))
+        direction = "behind" if skew > 0 else "ahead of"
+        amount = format_duration(round(abs(skew) / 60) * 60)  # a measured offset: round, not floor
+        title = f"this host's clock is {amount} {direction} the API's"
+        block = (
+            f"**Clock skew**: the clock of the host running modelarts-monitor is "
+            f"{amount} {direction} the API's. Requests are signed with the API's "
+            f"time meanwhile, so monitoring goes on; fix the host clock (enable NTP). {tag}"
         )
         return title, block
     title = f"monitoring recovered after {format_duration(d.get('down_for', 0))}"

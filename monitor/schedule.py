@@ -58,8 +58,8 @@ def poll_backoff(
 
 def delivery_retry_delay(attempts: int, rng: random.Random) -> float:
     """10 s, 20 s, 40 s ... up to 15 min, with a little jitter."""
-    base = min(DELIVERY_FIRST_RETRY * 2.0 ** max(0, attempts - 1), DELIVERY_MAX_RETRY)
-    return base * rng.uniform(0.9, 1.1)
+    base = DELIVERY_FIRST_RETRY * 2.0 ** min(max(0, attempts - 1), 16)
+    return min(base * rng.uniform(1.0, 1.1), DELIVERY_MAX_RETRY)
 
 
 def quiet_until(window: tuple[int, int] | None, now: float, tz: tzinfo | None = None) -> float | None:

@@ -59,11 +59,24 @@ def portal() -> Iterator[BlockingPortal]:
         p.call(p.stop, True)  # cancel servers still running
 
 
+SLACK_TOKEN = "slacksecrettoken000000001"
+# Secrets the tests configure; none may ever show in any output.
+TEST_SECRETS = {"demo-secret-key-0123456789abcdef", "DEMOACCESSKEY0000001", SLACK_TOKEN}
+OUTPUTS: list[list[str]] = []  # output lines of every process a test started
+
+
 @pytest.fixture(autouse=True)
-def _clean_redactor() -> Iterator[None]:
+def _no_secret_in_any_output(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """After each test: no configured secret in its log records or its processes' output."""
     redact.clear()
+    OUTPUTS.clear()
     yield
+    secrets = (TEST_SECRETS | redact.registered()) - {""}
+    texts = [r.getMessage() for r in caplog.records]
+    texts += [line for lines in OUTPUTS for line in lines]
+    leaks = [(s, t) for t in texts for s in secrets if s in t]
     redact.clear()
+    assert not leaks, f"secrets leaked into output: {leaks[:3]}"
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +189,7 @@ def slack(portal: BlockingPortal, monkeypatch: pytest.MonkeyPatch) -> Iterator[H
     receiver.server.stop()  # type: ignore[attr-defined]
 
 
-SLACK_URL = "slack://T0000TEST/B0000TEST/slacksecrettoken000000001/#gpu-alerts"
+SLACK_URL = f"slack://T0000TEST/B0000TEST/{SLACK_TOKEN}/#gpu-alerts"
 
 
 @dataclass
@@ -232,13 +245,20 @@ def email_text(msg: EmailMessage) -> str:
 
 # -- configuration files -----------------------------------------------------------------------
 def write_config(
-    tmp_path: Path, sim_url: str, *, notifiers: str, watches: str, monitor: str = "", account: str = ""
+    tmp_path: Path,
+    sim_url: str,
+    *,
+    notifiers: str,
+    watches: str,
+    monitor: str = "",
+    account: str = "",
+    interval: str = "5s",
 ) -> Path:
     state = tmp_path / "state"
     text = (
         textwrap.dedent(f"""\
         [monitor]
-        interval = "5s"
+        interval = "{interval}"
         jitter = "0%"
         timeout = "5s"
         state_dir = "{state}"

@@ -14,7 +14,7 @@ import pytest
 
 from monitor.store import StateReader
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, wait_for, write_config
+from .conftest import MONITOR, OUTPUTS, HttpReceiver, SimHandle, cli_env, wait_for, write_config
 
 V100 = "modelarts.vm.gpu.v100"
 
@@ -27,6 +27,7 @@ class Process:
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or cli_env(NO_COLOR="1")
         )
         self.lines: list[str] = []
+        OUTPUTS.append(self.lines)  # checked for secrets after the test
         self._queue: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 

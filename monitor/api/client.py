@@ -92,6 +92,10 @@ class ModelArtsClient:
         self._skew_logged = 0.0
         self.blocked_until = 0.0  # monotonic: no requests before this (lockout safety)
         self.blocked_error: PollError | None = None
+        # Until the key has been accepted once (and again after a rejection), requests of this
+        # account go one at a time, so N watches cannot fail N signatures at once.
+        self._trusted = False
+        self._gate = anyio.Lock()
         self._projects: dict[str, str] = {}
         self._tokens: dict[str, tuple[str, float]] = {}  # project id -> (token, expires_at)
         self._static_token = account.token
@@ -155,6 +159,21 @@ class ModelArtsClient:
         project_id: str | None,
         body: bytes = b"",
     ) -> Answer:
+        if self._trusted:
+            return await self._call_authenticated(method, url, params, region=region, project_id=project_id, body=body)
+        async with self._gate:
+            return await self._call_authenticated(method, url, params, region=region, project_id=project_id, body=body)
+
+    async def _call_authenticated(
+        self,
+        method: str,
+        url: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        region: str,
+        project_id: str | None,
+        body: bytes = b"",
+    ) -> Answer:
         """Send with the account's authentication; renew/resync once when the answer says so."""
         now = time.monotonic()
         if self.blocked_until > now and self.blocked_error is not None:
@@ -172,8 +191,10 @@ class ModelArtsClient:
             answer = await self._send(method, url, params, headers, body)
             self._measure_skew(answer)
             if 200 <= answer.status < 300:
+                self._trusted = True
                 return answer
             error = self._error(answer)
+            self._trusted = error.category not in (CREDENTIALS, CLOCK, REFRESH)
             if error.category == CLOCK and CLOCK not in retried:
                 retried.add(CLOCK)
                 self._resync_from(error)

@@ -35,7 +35,7 @@ import anyio
 
 from ..api import signer
 from ..httpserver import Abort, Request, Response
-from .scenario import SPEC_FIELDS, Scenario, SimAccount, SimSpec, load_scenario
+from .scenario import SPEC_FIELDS, Scenario, SimAccount, SimProject, SimSpec, load_scenario
 
 SKEW_LIMIT = 15 * 60.0
 LOCKOUT_AFTER = 5
@@ -61,6 +61,7 @@ class Fault:
     reset: bool = False
     size: int = 0
     path: str = "/job/resource-specs"  # applies to requests whose path contains this
+    query: str = ""  # ... and whose query string contains this
 
 
 @dataclass
@@ -147,6 +148,18 @@ class Simulator:
         with self._lock:
             self._faults.clear()
 
+    def issue_token(self, project_id: str, ttl: float | None = None, account: SimAccount | None = None) -> str:
+        """A token as IAM issues it; tests use it directly for auth = "token"."""
+        token = "MII" + secrets.token_urlsafe(1200)
+        expires = self.now() + (ttl if ttl is not None else self.scenario.token_ttl)
+        with self._lock:
+            self._tokens[token] = _Token(project_id, expires, account or self.scenario.accounts[0])
+        return token
+
+    def add_project(self, project_id: str, name: str) -> None:
+        with self._lock:
+            self.scenario.projects.append(SimProject(project_id, name))
+
     def expire_tokens(self) -> None:
         with self._lock:
             for token in self._tokens.values():
@@ -174,7 +187,7 @@ class Simulator:
         path = unquote(request.path)
         if path.startswith("/_sim/"):
             return self._control(request, path)
-        fault = self._take_fault(path)
+        fault = self._take_fault(path, request.query)
         if fault is not None and fault.delay:
             await anyio.sleep(fault.delay)
         if fault is not None and fault.reset:
@@ -222,10 +235,10 @@ class Simulator:
             response.stream = pieces
         return response
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, query: str) -> Fault | None:
         with self._lock:
             for i, (fault, count) in enumerate(self._faults):
-                if fault.path in path:
+                if fault.path in path and fault.query in query:
                     if count > 0:
                         count -= 1
                         if count == 0:
@@ -386,11 +399,9 @@ class Simulator:
         if project is None:
             self._record(request, 400, None, "IAM.0004", "none")
             return Response.json({"error_msg": "The project does not exist.", "error_code": "IAM.0004"}, 400)
-        token = "MII" + secrets.token_urlsafe(1200)
         now = self.now()
-        expires = now + self.scenario.token_ttl
-        with self._lock:
-            self._tokens[token] = _Token(project.id, expires, account)
+        token = self.issue_token(project.id, account=account)
+        expires = self._tokens[token].expires_at
         self._record(request, 201, None, None, "password")
         body = {
             "token": {
