@@ -28,19 +28,10 @@ DESCRIPTION = (
     "when a GPU or Ascend spec gains or loses capacity."
 )
 EPILOG = """\
-commands:
-  run           the daemon (what the systemd unit starts)
-  check         validate the configuration (--online: one real call per account)
-  once          poll now and show watched specs and changes (--notify: also store and send)
-  status        what the state database knows: last polls, availability, pending deliveries
-  history       past events
-  test-notify   send a test message and report each URL's result
-  simulate      serve the stand-in ModelArts/IAM API on loopback
-  demo          run the simulator and the daemon together and show alerts live
-
 The configuration is read from --config, else $MODELARTS_MONITOR_CONFIG, else
-/etc/modelarts-monitor/config.toml. Exit status: 0 ok, 1 failure, 64 bad command
-line, 78 bad configuration.
+$CONFIGURATION_DIRECTORY/config.toml (under systemd), else
+/etc/modelarts-monitor/config.toml. New here? Run `modelarts-monitor demo`.
+Exit status: 0 ok, 1 failure, 64 bad command line, 78 bad configuration.
 """
 
 
@@ -58,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    config_help = "configuration file (default: $MODELARTS_MONITOR_CONFIG or /etc/modelarts-monitor/config.toml)"
+    config_help = "configuration file (default: see the end of `modelarts-monitor --help`)"
+    parser.add_argument("-c", "--config", metavar="PATH", help=config_help)
     common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", metavar="PATH", help=config_help)
+    # Accepted after the command too; there it overrides one given before it.
+    common.add_argument("-c", "--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -164,20 +157,16 @@ def _single(group: BaseExceptionGroup) -> BaseException:
     return leaves[0] if len(leaves) == 1 else group
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, *, check_urls: bool = False, resolve_secrets: bool = True) -> Config:
+    """The configuration; ``check_urls`` lets apprise judge notifier URLs (it is slow to load)."""
     from .config import default_config_path, load_config
 
-    return load_config(args.config or default_config_path())
+    checker = None
+    if check_urls:
+        from .notify import check_url
 
-
-def _validate_notifiers(config: Config) -> None:
-    from .notify import AppriseNotifier
-
-    problems = AppriseNotifier(config.notifiers).validate()
-    if problems:
-        from .errors import Problem
-
-        raise ConfigError([Problem(str(config.path), p.path, p.message) for p in problems])
+        checker = check_url
+    return load_config(args.config or default_config_path(), url_checker=checker, resolve_secrets=resolve_secrets)
 
 
 def _print_json(data: Any) -> None:
@@ -206,7 +195,7 @@ def _ago(ts: float | None) -> str:
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, check_urls=True)
     from .logs import setup_logging
 
     setup_logging(config.monitor.log_format, config.monitor.log_level)
@@ -215,7 +204,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("monitor")
     for warning in config.warnings:
         log.warning("%s", warning)
-    _validate_notifiers(config)
     import anyio
 
     from .daemon import Daemon
@@ -230,10 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, check_urls=True)
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    _validate_notifiers(config)
     queries = config.queries()
     urls = sum(len(n.urls) + (1 if n.config else 0) for n in config.notifiers.values())
     print(
@@ -293,15 +280,13 @@ async def _check_online(config: Config) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, check_urls=args.notify)
     if args.watch:
         unknown = [w for w in args.watch if w not in {x.name for x in config.watches}]
         if unknown:
             known = ", ".join(w.name for w in config.watches)
             print(f"error: no watch named {', '.join(unknown)} (configured: {known})", file=sys.stderr)
             return EXIT_USAGE
-    if args.notify:
-        _validate_notifiers(config)
     import anyio
 
     from .logs import setup_logging
@@ -425,7 +410,7 @@ async def _send_pending(daemon: Any) -> int:
 def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[str, Any]:
     from .detect import selects
     from .errors import PollError
-    from .model import Snapshot
+    from .model import Snapshot, spec_numbers
 
     entry: dict[str, Any] = {"watch": watch.name, "region": watch.region, "job_type": watch.job_type}
     if isinstance(outcome, PollError):
@@ -440,8 +425,7 @@ def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[st
                 "key": s.key,
                 "gpu_type": s.gpu_type,
                 "gpu_num": s.gpu_num,
-                "core": s.core,
-                "cpu": s.cpu,
+                **spec_numbers(s.core, s.cpu),
                 "available": s.available,
                 "max_num": s.max_num,
             }
@@ -449,13 +433,13 @@ def _once_entry(watch: Any, outcome: Any, result: Any, previous: Any) -> dict[st
             if selects(watch, s)
         ]
     entry["first_poll"] = previous is None
-    entry["changes"] = [e.to_json() for e in result.events.get(watch.name, [])]
+    entry["changes"] = [e.to_public_json() for e in result.events.get(watch.name, [])]
     return entry
 
 
 def _print_once(report: list[dict[str, Any]]) -> None:
     from .model import Event
-    from .render import event_line
+    from .render import event_line, spec_shape
 
     for entry in report:
         print(f"watch {entry['watch']} ({entry['region']}, job type {entry['job_type'] or 'any'})")
@@ -468,7 +452,9 @@ def _print_once(report: list[dict[str, Any]]) -> None:
             width = max((len(s["key"]) for s in specs), default=10)
             for s in specs:
                 state = "available" if s["available"] else "sold out"
-                shape = f"{s['gpu_num']} x {s['gpu_type'] or '-'}"
+                shape = spec_shape(
+                    {"gpu_num": s["gpu_num"], "gpu_type": s["gpu_type"], "core": s["vcpus"], "cpu": s["memory_gib"]}
+                )
                 print(f"  {s['key']:<{width}}  {state:<9}  max {s['max_num']:>3} nodes  {shape}")
         changes = entry["changes"]
         if entry["first_poll"]:
@@ -487,7 +473,7 @@ def _print_once(report: list[dict[str, Any]]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, resolve_secrets=False)
     from .status import collect_status, print_status
 
     data = collect_status(config)
@@ -499,7 +485,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, resolve_secrets=False)
     from .durations import parse_duration
 
     try:
@@ -522,7 +508,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         finally:
             reader.close()
     if args.json:
-        _print_json({"events": [e.to_json() for e in events]})
+        _print_json({"events": [e.to_public_json() for e in events]})
         return EXIT_OK
     if not events:
         print(f"no events in the last {args.since}")
@@ -550,7 +536,7 @@ def _health_summary(e: Any) -> str:
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, check_urls=True)
     names = args.notifier or list(config.notifiers)
     unknown = [n for n in names if n not in config.notifiers]
     if unknown:
@@ -562,7 +548,6 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     if not names:
         print("error: no notifiers are configured", file=sys.stderr)
         return EXIT_CONFIG
-    _validate_notifiers(config)
     import anyio
 
     from .logs import setup_logging

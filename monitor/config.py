@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,8 +226,21 @@ def default_state_dir() -> Path:
     return base / "modelarts-monitor"
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, validate and resolve the configuration file, or raise ConfigError."""
+UrlChecker = Callable[[str], "str | None"]
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    resolve_secrets: bool = True,
+    url_checker: UrlChecker | None = None,
+) -> Config:
+    """Read, validate and resolve the configuration file, or raise ConfigError.
+
+    ``resolve_secrets=False`` leaves env:/file:/cred: references unread (for
+    commands that only read the state database). ``url_checker`` judges each
+    notifier URL (apprise does, in the shell) so every problem is reported at once.
+    """
     file = Path(path)
     name = str(file)
     try:
@@ -238,7 +251,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                 Problem(
                     name,
                     "",
-                    "file not found; copy config.example.toml there or pass --config PATH",
+                    "file not found; create it (config.example.toml in the modelarts-monitor source "
+                    "documents every key) or pass --config PATH",
                 )
             ]
         ) from None
@@ -256,11 +270,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         mode = file.stat().st_mode
     except OSError:
         mode = 0
-    return parse_config(data, name, readable_by_others=bool(mode & (stat.S_IRGRP | stat.S_IROTH)))
+    return parse_config(
+        data,
+        name,
+        readable_by_others=bool(mode & (stat.S_IRGRP | stat.S_IROTH)),
+        resolve_secrets=resolve_secrets,
+        url_checker=url_checker,
+    )
 
 
-def parse_config(data: dict[str, Any], file: str = "config.toml", *, readable_by_others: bool = False) -> Config:
-    reader = _Reader(file)
+def parse_config(
+    data: dict[str, Any],
+    file: str = "config.toml",
+    *,
+    readable_by_others: bool = False,
+    resolve_secrets: bool = True,
+    url_checker: UrlChecker | None = None,
+) -> Config:
+    reader = _Reader(file, resolve_secrets=resolve_secrets, url_checker=url_checker)
     cfg = reader.config(data)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -335,8 +362,10 @@ _MISSING = object()
 class _Reader:
     """Walks the TOML document, converting values and collecting problems."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, *, resolve_secrets: bool = True, url_checker: UrlChecker | None = None):
         self.file = file
+        self.resolve_secrets = resolve_secrets
+        self.url_checker = url_checker
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
         self.literal_secrets: list[str] = []
@@ -462,6 +491,8 @@ class _Reader:
     def secret_value(self, value: str, where: str) -> Secret | None:
         kind, sep, _ = value.partition(":")
         if sep and kind in ("env", "file", "cred"):
+            if not self.resolve_secrets:
+                return Secret("", value)
             try:
                 return Secret(_resolve_reference(value), value)
             except ValueError as exc:
@@ -661,13 +692,22 @@ class _Reader:
                 self.problem(f"{path}.urls", f"expected a list of apprise URLs, got {_describe(raw_urls)}")
             else:
                 for i, url in enumerate(raw_urls):
+                    before = len(self.literal_secrets)
                     secret = self.secret_value(url, f"{path}.urls[{i}]")
-                    if secret is not None:
-                        problem = _check_url_shape(secret.reveal())
-                        if problem:
-                            self.problem(f"{path}.urls[{i}]", problem)
-                        else:
-                            urls.append(secret)
+                    if secret is None:
+                        continue
+                    if len(self.literal_secrets) > before and not redact.url_secrets(url):
+                        self.literal_secrets.pop()  # json://127.0.0.1/hook holds nothing secret
+                    if not secret.reveal():
+                        urls.append(secret)  # an unread reference (resolve_secrets=False)
+                        continue
+                    problem = _check_url_shape(secret.reveal())
+                    if problem is None and self.url_checker is not None:
+                        problem = self.url_checker(secret.reveal())
+                    if problem:
+                        self.problem(f"{path}.urls[{i}]", problem)
+                    else:
+                        urls.append(secret)
         conf = self.string(table, "config", path, default=None)
         conf_path = None
         if conf:
@@ -706,14 +746,14 @@ class _Reader:
         result: list[Watch] = []
         seen: set[str] = set()
         for i, body in enumerate(raw):
+            name = body.get("name") if isinstance(body, dict) else None
+            if isinstance(name, str) and name in seen:
+                self.problem(f"watch[{i}].name", f"{name!r} is used by another watch; names must be unique")
+            if isinstance(name, str):
+                seen.add(name)
             watch = self.watch(i, body, accounts, notifiers)
-            if watch is None:
-                continue
-            if watch.name in seen:
-                self.problem(f"watch[{i}].name", f"{watch.name!r} is used by another watch; names must be unique")
-                continue
-            seen.add(watch.name)
-            result.append(watch)
+            if watch is not None:
+                result.append(watch)
         return tuple(result)
 
     def watch(self, index: int, raw: Any, accounts: dict[str, Account], notifiers: dict[str, Notifier]) -> Watch | None:

@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -28,7 +28,7 @@ from .detect import PollResult, QueryHealth, WatchState, new_event, process_poll
 from .durations import format_duration
 from .errors import ConfigError, DeliveryError, PollError, StateError
 from .model import CLOCK_SKEW, Query, Snapshot
-from .notify import AppriseNotifier
+from .notify import AppriseNotifier, check_url
 from .render import render_digest, render_message
 from .schedule import (
     DELIVERY_GIVE_UP,
@@ -256,11 +256,8 @@ class Daemon:
         path = self.config.path
         log.info("reloading the configuration from %s", path)
         try:
-            config = await anyio.to_thread.run_sync(load_config, path)
+            config = await anyio.to_thread.run_sync(lambda: load_config(path, url_checker=check_url))
             notifier = AppriseNotifier(config.notifiers)
-            problems = await anyio.to_thread.run_sync(notifier.validate)
-            if problems:
-                raise ConfigError(problems)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
@@ -343,8 +340,12 @@ class Daemon:
         with scope:
             jitter = self.config.monitor.jitter
             base = self.clock.monotonic()
-            rt.next_due = base + first_poll_delay(rt.interval, jitter, self.rng)
-            base = rt.next_due
+            delay = first_poll_delay(rt.interval, jitter, self.rng)
+            if rt.health.retry_at is not None:
+                # A backoff from before a restart still holds: restarting must not hammer a
+                # failing API (or get a rejected key locked).
+                delay = max(delay, rt.health.retry_at - self.clock.time())
+            rt.next_due = base = base + delay
             while True:
                 rt.heartbeat = self.clock.monotonic()
                 wait = rt.next_due - self.clock.monotonic()
@@ -362,9 +363,8 @@ class Daemon:
                 if result is None or result.error is None:
                     base, rt.next_due = next_poll(base, rt.interval, jitter, now, self.rng)
                 else:
-                    delay = poll_backoff(
-                        rt.health.failures, result.error.category, rt.interval, result.error.retry_after, self.rng
-                    )
+                    retry_at = rt.health.retry_at or self.clock.time()
+                    delay = max(0.0, retry_at - self.clock.time())
                     rt.next_due = base = now + delay
                     log.warning(
                         "%s: poll failed (%d in a row): %s; next try in %s",
@@ -407,6 +407,13 @@ class Daemon:
                 now,
                 failure_alert_after=self.config.monitor.failure_alert_after,
             )
+            retry_at = None
+            if result.error is not None:
+                error = result.error
+                retry_at = now + poll_backoff(
+                    result.health.failures, error.category, rt.interval, error.retry_after, self.rng
+                )
+            result.health = replace(result.health, retry_at=retry_at)
             self._add_clock_events(query, watches, result, now)
             outgoing = self.messages_for(watches, result, now)
             assert self.store is not None

@@ -104,6 +104,8 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
     account = scenario.accounts[0]
     alerts = 0
 
+    stop_demo = anyio.Event()
+
     async def receive(request: Request) -> Response:
         nonlocal alerts
         try:
@@ -112,6 +114,9 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
             alerts += 1
         except ValueError:
             return Response.text("bad json", 400)
+        except OSError:  # the terminal or pipe is gone (`demo | head`): nobody is watching
+            _silence_stdout()
+            stop_demo.set()
         return Response.text("ok")
 
     simulator = HttpServer(sim.handle)
@@ -147,17 +152,34 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
                     daemon.stop()
                     return
 
+        async def stop_when_unwatched() -> None:
+            await stop_demo.wait()
+            daemon.stop()
+
         async def stop_after(delay: float) -> None:
             await anyio.sleep(delay)
             daemon.stop()
 
         tg.start_soon(stop_on_signal)
+        tg.start_soon(stop_when_unwatched)
         if seconds is not None:
             tg.start_soon(stop_after, seconds)
         await daemon.run()
         tg.cancel_scope.cancel()
-    print(
-        f"demo stopped: {alerts} alerts received. "
-        f"Next: copy config.example.toml, add your keys, and run `modelarts-monitor check`."
-    )
+    try:
+        print(
+            f"demo stopped: {alerts} alerts received. "
+            "Next: copy config.example.toml, add your keys, and run `modelarts-monitor check`."
+        )
+    except OSError:
+        _silence_stdout()
     return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so nothing more (not even the final flush) fails on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

@@ -51,7 +51,7 @@ STABLE_AFTER = 3600.0
 EMPTY_ACCEPT_AFTER = 3  # a zero-spec answer is believed when it comes this many times in a row
 # Failures no retry will cure: say so at once instead of after failure_alert_after polls,
 # since these queries are retried only every 5 minutes or more.
-ALERT_AT_ONCE = ("credentials", "account", "clock")
+ALERT_AT_ONCE = ("credentials", "account", "clock", "permanent")
 REMOVED_MIN_CONFIRM = 2
 
 
@@ -132,6 +132,7 @@ class QueryHealth:
     empty_streak: int = 0
     last_success_at: float | None = None
     last_poll_at: float | None = None
+    retry_at: float | None = None  # after a failure: not before this (kept across restarts)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

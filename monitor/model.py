@@ -136,6 +136,28 @@ class Event:
             "data": self.data,
         }
 
+    def to_public_json(self) -> dict[str, Any]:
+        """For --json output: the time as ISO 8601 UTC as well."""
+        return {**self.to_json(), "time": iso_time(self.at)}
+
+
+def iso_time(ts: float | None) -> str | None:
+    """``2026-12-03T15:40:12Z``, or None."""
+    if ts is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spec_numbers(core: str, cpu: str) -> dict[str, int | None]:
+    """The catalog's "core" is the vCPU count and its "cpu" the memory in GiB; say so in JSON."""
+
+    def number(text: str) -> int | None:
+        return int(text) if text.isdigit() else None
+
+    return {"vcpus": number(core), "memory_gib": number(cpu)}
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

@@ -21,7 +21,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .config import Notifier
-from .errors import DeliveryError, Problem
+from .errors import DeliveryError
 from .redact import mask_url, redact
 from .store import Target, url_key
 
@@ -107,25 +107,17 @@ class AppriseNotifier:
         except TimeoutError:
             raise DeliveryError(f"no answer within {self.timeout:g}s (the notifier hangs)") from None
 
-    def validate(self) -> list[Problem]:
-        """Let apprise judge every URL (loads its plugins: slow, so only on start and check)."""
-        import apprise
 
-        problems = []
-        for key, (kind, value, notifier) in self._urls.items():
-            if kind != "url":
-                continue
-            if apprise.Apprise.instantiate(value) is None:
-                index = next(i for i, s in enumerate(notifier.urls) if url_key(s.reveal()) == key)
-                problems.append(
-                    Problem(
-                        "",
-                        f"notifiers.{notifier.name}.urls[{index}]",
-                        f"apprise does not understand {mask_url(value)}: check the scheme and its "
-                        "required parts (see the apprise wiki for this service)",
-                    )
-                )
-        return problems
+def check_url(url: str) -> str | None:
+    """What is wrong with an apprise URL, or None; loads apprise's plugins (slow: once per start)."""
+    import apprise
+
+    if apprise.Apprise.instantiate(url) is None:
+        return (
+            f"apprise does not understand {mask_url(url)}: check the scheme and its required parts "
+            "(see the apprise wiki page of this service)"
+        )
+    return None
 
 
 def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str, timeout: float) -> None:

@@ -17,7 +17,6 @@ MASK = "***"
 _MIN_LEN = 4  # shorter values would mask ordinary words
 
 _PLAIN_USER = ("mailto", "mailtos")
-_PLAIN_PATH = ("mailto", "mailtos", "json", "jsons", "form", "forms", "xml", "xmls")
 _PLAIN_QUERY = {"to", "from", "cc", "bcc", "name", "format", "mode", "method", "cto", "rto", "smtp", "user", "overflow"}
 
 _lock = threading.Lock()
@@ -40,8 +39,23 @@ def register(value: str | None) -> None:
             _pattern = None
 
 
+def _host(netloc: str) -> str:
+    """The host as written (urlsplit lower-cases it, and tokens are case-sensitive)."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def looks_secret(part: str) -> bool:
+    """A URL path or host part that reads like a token rather than a word ("alerts", "services")."""
+    if len(part) < 8 or part.startswith("#") or "." in part:
+        return False
+    return any(c.isdigit() for c in part) or (part.lower() != part and part.upper() != part) or len(part) >= 20
+
+
 def url_secrets(url: str) -> list[str]:
-    """The secret parts of an apprise URL: credentials, tokens in the path, query values."""
+    """The secret parts of an apprise URL: credentials, tokens in the host or path, query values."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -52,13 +66,13 @@ def url_secrets(url: str) -> list[str]:
     if parts.username and parts.password is None and parts.scheme not in _PLAIN_USER:
         # slack://TokenA@..., tgram://bottoken@...: a bare user part is a credential
         found.append(unquote(parts.username))
-    # Slack, Discord, Teams, Telegram... keep their tokens in the path and host.
-    if parts.scheme not in _PLAIN_PATH:
-        if parts.hostname and "." not in parts.hostname and len(parts.hostname) >= 8:
-            found.append(parts.hostname)
-        for segment in parts.path.split("/"):
-            if len(segment) >= 8 and not segment.startswith("#"):
-                found.append(unquote(segment))
+    # Slack, Discord, Teams, Telegram and webhook URLs keep their tokens in the host or path.
+    host = _host(parts.netloc)
+    if looks_secret(host):
+        found.append(host)
+    for segment in parts.path.split("/"):
+        if looks_secret(unquote(segment)):
+            found.append(unquote(segment))
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if key.lower() in _PLAIN_QUERY:
             continue
@@ -99,14 +113,14 @@ def redact(text: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL fit to show: scheme, host and plain paths kept, credentials and tokens masked."""
+    """A URL fit to show: scheme, host and plain path words kept, credentials and tokens masked."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return MASK
-    host = parts.hostname or ""
-    if parts.scheme not in _PLAIN_PATH and host and "." not in host and len(host) >= 8:
+    host = _host(parts.netloc)
+    if looks_secret(host):
         host = MASK  # a token in the host position (discord://webhook_id/...)
     if port:
         host = f"{host}:{port}"
@@ -115,9 +129,7 @@ def mask_url(url: str) -> str:
         user = f"{parts.username}:{MASK}@" if parts.password else f"{parts.username}@"
     elif parts.username:
         user = f"{MASK}@"
-    path = parts.path
-    if parts.scheme not in _PLAIN_PATH:
-        path = "/".join(MASK if len(seg) >= 8 and not seg.startswith("#") else seg for seg in path.split("/"))
+    path = "/".join(MASK if looks_secret(unquote(seg)) else seg for seg in parts.path.split("/"))
     return f"{parts.scheme}://{user}{redact(host)}{redact(path)}"
 
 

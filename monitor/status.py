@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Config
 from .durations import format_duration
+from .model import iso_time, spec_numbers
 from .store import StateReader
 
 
@@ -57,7 +58,9 @@ def _watch_entry(w: Any, health: Any, snapshot: Any, state: Any, outbox: dict[st
         "query": w.query.key,
         "notify": list(w.notify),
         "last_poll": health.last_poll_at if health else None,
+        "last_poll_time": iso_time(health.last_poll_at) if health else None,
         "last_success": health.last_success_at if health else None,
+        "last_success_time": iso_time(health.last_success_at) if health else None,
         "consecutive_failures": health.failures if health else 0,
         "last_error": health.last_error if health else None,
         "degraded": bool(health and w.name in health.alerted),
@@ -76,11 +79,11 @@ def _watch_entry(w: Any, health: Any, snapshot: Any, state: Any, outbox: dict[st
                     "spec_code": s.info.get("spec_code", key),
                     "gpu_type": s.info.get("gpu_type", ""),
                     "gpu_num": s.info.get("gpu_num", 0),
-                    "core": s.info.get("core", ""),
-                    "cpu": s.info.get("cpu", ""),
+                    **spec_numbers(str(s.info.get("core", "")), str(s.info.get("cpu", ""))),
                     "available": s.available,
                     "max_num": s.max_num,
                     "since": s.since,
+                    "since_time": iso_time(s.since),
                     "since_exact": s.since_exact,
                     "flapping": s.flapping,
                     "pending_change": s.pending is not None,
@@ -102,7 +105,8 @@ def print_status(data: dict[str, Any]) -> None:
         print(f"watch {w['name']}  [{flag}]  {w['region']}, job type {w['job_type'] or 'any'}")
         print(f"  last poll {ago(w['last_poll'])}, last success {ago(w['last_success'])}")
         if w["consecutive_failures"]:
-            print(f"  {w['consecutive_failures']} failed polls in a row: {w['last_error']}")
+            n = w["consecutive_failures"]
+            print(f"  {n} failed poll{'s' if n != 1 else ''} in a row: {w['last_error']}")
         if not w["specs"]:
             print("  no watched specs known yet" if w["baseline_at"] is None else "  no spec matches")
         width = max((len(s["key"]) for s in w["specs"]), default=0)

@@ -20,15 +20,28 @@ LOOKUP = Query(account="sim", region="cn-north-4", project_id=None, job_type="tr
 
 
 def account(sim: SimHandle, **kw: object) -> Account:
-    base: dict[str, object] = {"name": "sim", "auth": "aksk", "access_key": Secret(DEMO_AK),
-                               "secret_key": Secret(DEMO_SK), "endpoint": sim.url, "iam_endpoint": sim.url}
+    base: dict[str, object] = {
+        "name": "sim",
+        "auth": "aksk",
+        "access_key": Secret(DEMO_AK),
+        "secret_key": Secret(DEMO_SK),
+        "endpoint": sim.url,
+        "iam_endpoint": sim.url,
+    }
     base.update(kw)
     return Account(**base)  # type: ignore[arg-type]
 
 
 def password_account(sim: SimHandle) -> Account:
-    return account(sim, auth="password", access_key=None, secret_key=None, domain="demo", username="demo",
-                   password=Secret("demo-password"))
+    return account(
+        sim,
+        auth="password",
+        access_key=None,
+        secret_key=None,
+        domain="demo",
+        username="demo",
+        password=Secret("demo-password"),
+    )
 
 
 def token_requests(sim: SimHandle) -> int:
@@ -68,8 +81,13 @@ async def test_a_token_the_gateway_says_must_be_updated_is_renewed_once(sim: Sim
 async def test_a_static_token_is_reread_when_rejected(sim: SimHandle, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(sim.sim.issue_token(PROJECT) + "\n")
-    acc = account(sim, auth="token", access_key=None, secret_key=None,
-                  token=Secret(token_file.read_text().strip(), f"file:{token_file}"))
+    acc = account(
+        sim,
+        auth="token",
+        access_key=None,
+        secret_key=None,
+        token=Secret(token_file.read_text().strip(), f"file:{token_file}"),
+    )
     async with httpx.AsyncClient() as http:
         client = ModelArtsClient(acc, http)
         assert (await client.fetch_snapshot(QUERY)).specs
@@ -112,13 +130,16 @@ async def test_the_project_lookup_is_cached(sim: SimHandle) -> None:
 
 # -- lockout safety -------------------------------------------------------------------------------
 def many_watches(n: int) -> str:
-    return "".join(f"""
+    return "".join(
+        f"""
         [[watch]]
         name = "w{i}"
         region = "cn-north-4"
         job_type = "train"
         engine_id = {i}
-        """ for i in range(n))
+        """
+        for i in range(n)
+    )
 
 
 async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
@@ -127,10 +148,15 @@ async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
     """Ten watches on ten queries, a wrong secret key: the gateway never gets to lock the key."""
     from monitor.daemon import ScaledClock
 
-    path = write_config(tmp_path, sim.url, notifiers=f"""
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches=many_watches(10))
+        """,
+        watches=many_watches(10),
+    )
     path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
     config = load_config(path)
     # Ten scaled minutes pass in ten real seconds, so the schedules retry often; the key's
@@ -147,19 +173,29 @@ async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
     assert "wrong-secret-key" not in body
 
 
-async def test_a_rejected_key_backs_off_at_least_five_minutes(tmp_path: Path, sim: SimHandle,
-                                                             webhook: HttpReceiver) -> None:
-    path = write_config(tmp_path, sim.url, notifiers=f"""
+async def test_a_rejected_key_backs_off_at_least_five_minutes(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches=many_watches(1))
+        """,
+        watches=many_watches(1),
+    )
     path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
     config = load_config(path)
     async with running(config) as daemon:
         await eventually(lambda: daemon.cycles >= 1, what="the first poll")
         rt = next(iter(daemon.runtimes.values()))
-        await eventually(lambda: rt.health.failures == 1 and rt.next_due is not None
-                         and rt.next_due - daemon.clock.monotonic() > 290, what="the backoff")
+        await eventually(
+            lambda: (
+                rt.health.failures == 1 and rt.next_due is not None and rt.next_due - daemon.clock.monotonic() > 290
+            ),
+            what="the backoff",
+        )
 
 
 # -- clock skew -------------------------------------------------------------------------------------
@@ -167,10 +203,17 @@ async def test_clock_skew_is_measured_corrected_and_reported_once(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.sim.clock_offset = 20 * 60.0  # the API's clock is 20 minutes ahead of ours
-    config = load_config(write_config(tmp_path, sim.url, notifiers=f"""
+    config = load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            notifiers=f"""
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """, watches=many_watches(1)))
+        """,
+            watches=many_watches(1),
+        )
+    )
     query = config.watches[0].query
     async with running(config) as daemon:
         await eventually(lambda: daemon.cycles >= 1, what="the first poll")
@@ -187,3 +230,28 @@ async def test_clock_skew_is_measured_corrected_and_reported_once(
     assert sum("clock" in b["title"] for b in bodies) == 1
     warnings = [r for r in caplog.records if "clock here differs" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_a_restart_keeps_the_backoff_of_a_rejected_key(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    """Restarting (by hand or by systemd) must not send the rejected key again at once."""
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
+        [notifiers.hook]
+        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
+        """,
+        watches=many_watches(2),
+    )
+    path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
+    async with running(load_config(path)) as daemon:
+        await eventually(lambda: daemon.cycles >= 2, what="the first polls")
+    attempts = len(sim.sim.records(""))
+    for _ in range(3):
+        async with running(load_config(path)) as daemon:
+            rt = next(iter(daemon.runtimes.values()))
+            await eventually(lambda: rt.next_due is not None, what="the schedule")
+            assert rt.next_due - daemon.clock.monotonic() > 250  # type: ignore[operator]
+    assert len(sim.sim.records("")) == attempts

@@ -343,3 +343,61 @@ def test_check_rejects_a_url_apprise_cannot_use(tmp_path: Path) -> None:
 
 def test_environment_is_clean() -> None:
     assert "MM_TEST_UNSET_VAR" not in os.environ
+
+
+def test_every_problem_comes_in_one_round_even_apprise_ones(tmp_path: Path) -> None:
+    from monitor.notify import check_url
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        MINIMAL.replace("slack://T0000AAAA/B0000BBBB/cccccccccccccccccccccccc", "nosuchscheme://x")
+        + '[[watch]]\nname = "w"\nregion = "r"\ngpu_types = "v100"\n'
+    )
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, url_checker=check_url)
+    found = [f"{p.path}: {p.message}" for p in info.value.problems]
+    assert any(p.startswith("notifiers.slack.urls[0]: apprise does not understand") for p in found), found
+    assert any(p.startswith("watch[1].name: 'w' is used by another watch") for p in found), found
+    assert any(p.startswith("watch[1].gpu_types") for p in found), found
+
+
+def test_read_only_commands_need_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text(
+        MINIMAL.replace('secret_key = "SKEXAMPLE0001"', 'secret_key = "cred:hw_secret_key"')
+        + f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    path.chmod(0o600)
+    for command in (["status"], ["history"]):
+        proc = subprocess.run(
+            [*MONITOR, *command, "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+    check = subprocess.run(
+        [*MONITOR, "check", "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+    assert check.returncode == 78 and "CREDENTIALS_DIRECTORY" in check.stderr
+
+
+def test_a_url_without_secrets_draws_no_literal_secret_warning(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        MINIMAL.replace("slack://T0000AAAA/B0000BBBB/cccccccccccccccccccccccc", "json://127.0.0.1:9/hook").replace(
+            'access_key = "AKEXAMPLE0001"\nsecret_key = "SKEXAMPLE0001"',
+            'access_key = "env:HOME"\nsecret_key = "env:HOME"',
+        )
+    )
+    path.chmod(0o644)
+    assert load_config(path).warnings == ()
+
+
+def test_config_may_come_before_the_command(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL + f'[monitor]\nstate_dir = "{tmp_path}"\n')
+    path.chmod(0o600)
+    proc = subprocess.run(
+        [*MONITOR, "--config", str(path), "check"], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -23,16 +23,24 @@ V100 = "modelarts.vm.gpu.v100"
 
 
 def hook_config(tmp_path: Path, sim: SimHandle, urls: str, interval: str = "60s") -> Any:
-    return load_config(write_config(tmp_path, sim.url, interval=interval, notifiers=f"""
+    return load_config(
+        write_config(
+            tmp_path,
+            sim.url,
+            interval=interval,
+            notifiers=f"""
         [notifiers.hook]
         urls = [{urls}]
-        """, watches="""
+        """,
+            watches="""
         [[watch]]
         name = "v100"
         region = "cn-north-4"
         job_type = "train"
         gpu_types = ["v100"]
-        """))
+        """,
+        )
+    )
 
 
 def outbox(config: Any) -> dict[str, int]:
@@ -71,11 +79,18 @@ async def test_a_receiver_down_for_hours_gets_every_message_once_in_order(
         await eventually(lambda: clock.time() - down_at > 3 * 3600, what="three hours of outage")
         assert outbox(config).get("pending") == 3
         webhook.status = 200
-        await eventually(lambda: outbox(config).get("sent") == 4 and not outbox(config).get("pending"),
-                         timeout=10, what="every message delivered")
+        await eventually(
+            lambda: outbox(config).get("sent") == 4 and not outbox(config).get("pending"),
+            timeout=10,
+            what="every message delivered",
+        )
     titles = [b["title"] for b in webhook.bodies()]
-    assert titles == ["v100: monitoring started, 1 of 2 watched specs available",
-                      f"v100: {V100} available", f"v100: {V100} max nodes changed", f"v100: {V100} sold out"]
+    assert titles == [
+        "v100: monitoring started, 1 of 2 watched specs available",
+        f"v100: {V100} available",
+        f"v100: {V100} max nodes changed",
+        f"v100: {V100} sold out",
+    ]
 
 
 async def test_a_message_undelivered_for_12_hours_is_dropped_with_an_error(
@@ -116,8 +131,9 @@ async def test_a_dead_smtp_server_gets_the_message_once_it_is_back(tmp_path: Pat
     assert len(received) == 1
 
 
-async def test_a_notifier_that_hangs_is_retried(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_notifier_that_hangs_is_retried(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
     webhook.hang = True
     config = hook_config(tmp_path, sim, f'"json://127.0.0.1:{webhook.port}/alerts"')
     async with running(config, clock=ScaledClock(60)) as daemon:
@@ -133,8 +149,7 @@ async def test_one_failing_url_does_not_hold_up_another_watch_or_url(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
     dead = free_port()
-    config = hook_config(tmp_path, sim, f'"json://127.0.0.1:{webhook.port}/alerts", '
-                                        f'"json://127.0.0.1:{dead}/nobody"')
+    config = hook_config(tmp_path, sim, f'"json://127.0.0.1:{webhook.port}/alerts", "json://127.0.0.1:{dead}/nobody"')
     async with running(config, clock=ScaledClock(60)) as daemon:
         await eventually(lambda: len(webhook.requests) == 1, what="the baseline at the live URL")
         sim.sim.set_spec(V100, no_resource=False)

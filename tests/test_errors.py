@@ -12,15 +12,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (code, HTTP status, server message, class, words the reason must contain)
 TABLE = [
-    *[(f"ModelArts.{n}", 400, "bad", "permanent", "check job_type, engine_id and project_type")
-      for n in ("0101", "0104", "0107", "1120", "2764", "2788")],
+    *[
+        (f"ModelArts.{n}", 400, "bad", "permanent", "check job_type, engine_id and project_type")
+        for n in ("0101", "0104", "0107", "1120", "2764", "2788")
+    ],
     ("ModelArts.0210", 400, "Invalid project ID", "permanent", "invalid project ID"),
     ("ModelArts.2786", 404, "TokenProjectIDNotMatch", "permanent", "invalid project ID"),
-    *[(f"ModelArts.{n}", 401, "token", "refresh", "token")
-      for n in ("0201", "0202", "0203", "0204", "4127", "5001", "5002")],
+    *[
+        (f"ModelArts.{n}", 401, "token", "refresh", "token")
+        for n in ("0201", "0202", "0203", "0204", "4127", "5001", "5002")
+    ],
     *[(f"ModelArts.{n}", 401, "region", "refresh", "this region's project") for n in ("0207", "0212")],
-    *[(f"ModelArts.{n}", 401, "auth", "credentials", "check the access key and secret key")
-      for n in ("0205", "0206", "0208", "3801")],
+    *[
+        (f"ModelArts.{n}", 401, "auth", "credentials", "check the access key and secret key")
+        for n in ("0205", "0206", "0208", "3801")
+    ],
     ("ModelArts.0206", 403, "Invalid AK/SK", "credentials", "check the access key and secret key"),
     *[(f"ModelArts.{n}", 403, "denied", "permanent", "permission denied by policy") for n in ("0108", "0112")],
     ("ModelArts.4116", 403, "arrears", "account", "arrears"),
@@ -30,20 +36,37 @@ TABLE = [
     *[(f"ModelArts.{n}", 400, "flavor", "permanent", "check engine_id") for n in ("2780", "2781", "2840")],
     *[(f"ModelArts.{n}", 408, "timeout", "transient", "timed out") for n in ("4205", "6100")],
     *[(f"ModelArts.{n}", 429, "busy", "transient", "throttled") for n in ("2799", "4206")],
-    *[(f"ModelArts.{n}", 500, "internal", "transient", "internal error")
-      for n in ("0010", "5000", "5003", "5039", "6102", "6691", "6692", "6699", *map(str, range(2950, 2960)))],
+    *[
+        (f"ModelArts.{n}", 500, "internal", "transient", "internal error")
+        for n in ("0010", "5000", "5003", "5039", "6102", "6691", "6692", "6699", *map(str, range(2950, 2960)))
+    ],
     ("ModelArts.6200", 500, "No resources available", "transient", "no resources"),
     *[(f"ModelArts.{n}", 503, "gateway", "transient", "gateway is unavailable") for n in ("4700", "4302", "4503")],
     ("APIGW.0101", 404, "The API does not exist", "permanent", "check the endpoint"),
     ("APIGW.0201", 400, "Request error", "permanent", "malformed"),
     ("APIGW.0202", 502, "Backend unavailable", "transient", "backend is unavailable"),
     ("APIGW.0203", 504, "Backend timeout", "transient", "backend timed out"),
-    ("APIGW.0301", 401, "Incorrect IAM authentication information: verify aksk signature fail", "credentials",
-     "signature does not match; check the secret key"),
-    ("APIGW.0301", 401, "calc aksk signature fail:signature expired, signature time:20240115T083000Z, "
-     "server time:20240115T090000Z", "clock", "clock differs"),
-    ("APIGW.0301", 401, "Incorrect IAM authentication information: ak XYZ not exist", "credentials",
-     "access key does not exist"),
+    (
+        "APIGW.0301",
+        401,
+        "Incorrect IAM authentication information: verify aksk signature fail",
+        "credentials",
+        "signature does not match; check the secret key",
+    ),
+    (
+        "APIGW.0301",
+        401,
+        "calc aksk signature fail:signature expired, signature time:20240115T083000Z, server time:20240115T090000Z",
+        "clock",
+        "clock differs",
+    ),
+    (
+        "APIGW.0301",
+        401,
+        "Incorrect IAM authentication information: ak XYZ not exist",
+        "credentials",
+        "access key does not exist",
+    ),
     ("APIGW.0301", 401, "Get secretKey failed", "credentials", "access key does not exist"),
     ("APIGW.0301", 401, "AK access failed to reach the limit,forbidden.", "credentials", "locked for 5 minutes"),
     ("APIGW.0301", 401, "Incorrect IAM authentication information: decrypt token fail", "refresh", "token"),
@@ -51,8 +74,13 @@ TABLE = [
     *[(f"APIGW.{n}", 403, "Forbidden", "permanent", "not authorized") for n in ("0302", "0306")],
     ("APIGW.0307", 401, "The token must be updated", "refresh", "must be updated"),
     ("APIG.0307", 401, "The token must be updated", "refresh", "must be updated"),
-    ("APIGW.0308", 429, "The throttling threshold has been reached: policy user over ratelimit,limit:200",
-     "transient", "throttled"),
+    (
+        "APIGW.0308",
+        429,
+        "The throttling threshold has been reached: policy user over ratelimit,limit:200",
+        "transient",
+        "throttled",
+    ),
     ("APIG.0308", 429, "policy ip over ratelimit,limit:5,time:1 minute", "transient", "throttled"),
     ("APIGW.0310", 403, "project unavailable", "permanent", "project is unavailable"),
     ("APIGW.0613", 503, "IAM unavailable", "transient", "IAM is unavailable"),
@@ -75,10 +103,14 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("code", "status", "message", "category", "words"), TABLE,
-                         ids=[f"{row[0]}-{row[1]}-{i}" for i, row in enumerate(TABLE)])
-def test_each_code_is_classified_in_plain_words(code: str | None, status: int, message: str | None,
-                                                category: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "status", "message", "category", "words"),
+    TABLE,
+    ids=[f"{row[0]}-{row[1]}-{i}" for i, row in enumerate(TABLE)],
+)
+def test_each_code_is_classified_in_plain_words(
+    code: str | None, status: int, message: str | None, category: str, words: str
+) -> None:
     error = classify(code, message, status=status, request_id="req-123")
     assert error.category == category
     assert words.lower() in error.reason.lower()
@@ -89,8 +121,11 @@ def test_each_code_is_classified_in_plain_words(code: str | None, status: int, m
 
 
 def test_every_rule_is_in_the_table() -> None:
-    tested = {row[0].split(".")[1] for row in TABLE if row[0] and row[0].split(".")[0] in ("ModelArts", "APIGW",
-                                                                                           "APIG", "IAM")}
+    tested = {
+        row[0].split(".")[1]
+        for row in TABLE
+        if row[0] and row[0].split(".")[0] in ("ModelArts", "APIGW", "APIG", "IAM")
+    }
     for rule in RULES:
         for number in rule.numbers:
             assert number in tested, f"{rule.family}.{number}"
