@@ -252,6 +252,6 @@ async def test_a_restart_keeps_the_backoff_of_a_rejected_key(
     for _ in range(3):
         async with running(load_config(path)) as daemon:
             rt = next(iter(daemon.runtimes.values()))
-            await eventually(lambda: rt.next_due is not None, what="the schedule")
+            await eventually(lambda rt=rt: rt.next_due is not None, what="the schedule")
             assert rt.next_due - daemon.clock.monotonic() > 250  # type: ignore[operator]
     assert len(sim.sim.records("")) == attempts
