@@ -194,7 +194,16 @@ def _ago(ts: float | None) -> str:
 
 
 # -- commands --------------------------------------------------------------------------------------
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(EXIT_OK)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    # A stop request while still starting up is a clean stop too; the daemon installs its own
+    # handlers once it runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     config = _load(args, check_urls=True)
     from .logs import setup_logging
 

@@ -110,6 +110,17 @@ def _state_error(exc: BaseException, path: Path) -> StateError:
     if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
         return StateError(f"the state database {path} is damaged ({text}); move it aside to start afresh")
     if isinstance(exc, OSError):
+        import errno
+
+        if exc.errno == errno.EROFS:
+            return StateError(f"cannot write the state directory {path.parent}: it is read-only")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return StateError(
+                f"cannot write the state directory {path.parent}: permission denied (run as its owner, "
+                "or set state_dir to a directory this user can write)"
+            )
+        if exc.errno == errno.ENOSPC:
+            return StateError(f"cannot write the state database {path}: the disk is full")
         return StateError(f"cannot use the state directory {path.parent}: {exc.strerror or exc}")
     return StateError(f"state database {path}: {text}")
 
