@@ -23,13 +23,13 @@ A100 = "modelarts.vm.gpu.a100"
 def read(state: Path, fn: Callable[[StateReader], Any]) -> Any:
     try:
         reader = StateReader.open(state)
-    except Exception:  # noqa: BLE001 - the daemon may be creating it right now
+    except Exception:
         return None
     if reader is None:
         return None
     try:
         return fn(reader)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     finally:
         reader.close()
