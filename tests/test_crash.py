@@ -72,7 +72,11 @@ def test_sigkill_at_many_points_loses_nothing(tmp_path: Path, sim: SimHandle, we
         before_events, before_deliveries = len(events()), len(webhook.requests)
         proc = Process([*MONITOR, "run", "-c", str(path)])
         try:
-            wait_for(lambda: ready(before_events, before_deliveries), 20, f"kill point {name!r}")
+            wait_for(
+                lambda r=ready, e=before_events, d=before_deliveries: r(e, d),  # type: ignore[misc]
+                20,
+                f"kill point {name!r}",
+            )
             proc.proc.kill()
             proc.proc.wait(10)
             kills += 1

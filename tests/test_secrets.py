@@ -41,6 +41,10 @@ def test_no_configured_secret_reaches_any_output(
     token_file.write_text(token)
     secrets = {**SECRETS, "token": token}
     slack.status = 500  # delivery failures log their reasons
+    mail_url = (
+        f"mailto://bob:{SECRETS['smtp password']}@127.0.0.1:{smtp.port}"
+        "?mode=insecure&from=m@example.com&to=o@example.com"
+    )
     state = tmp_path / "state"
     config = tmp_path / "config.toml"
     config.write_text(
@@ -83,7 +87,7 @@ def test_no_configured_secret_reaches_any_output(
         urls = [
             "json://127.0.0.1:{webhook.port}/{SECRETS["webhook path token"]}",
             "{SLACK_URL}",
-            "mailto://bob:{SECRETS["smtp password"]}@127.0.0.1:{smtp.port}?mode=insecure&from=m@example.com&to=o@example.com",
+            "{mail_url}",
         ]
         """)
     )
