@@ -13,6 +13,7 @@ import logging
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -66,9 +67,9 @@ class Clock:
 class ScaledClock(Clock):
     """A clock that runs ``scale`` times faster than real time (tests of long waits)."""
 
-    def __init__(self, scale: float):
+    def __init__(self, scale: float, start: float | None = None):
         self.scale = scale
-        self._t0 = time.time()
+        self._t0 = time.time() if start is None else start
         self._m0 = time.monotonic()
 
     def time(self) -> float:
@@ -144,6 +145,10 @@ class Daemon:
         self.started_at = time.time()
         self.reload_count = 0
         self._skew_alerted: dict[str, set[str]] = {}
+        self.metrics: Any = None  # set by the web endpoint when http_listen is on
+        self.delivery_stats: Counter[tuple[str, str]] = Counter()  # (notifier, sent|failed|dropped)
+        self.stopping = anyio.Event()
+        self.web_stopped = anyio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, *, handle_signals: bool = False) -> None:
@@ -176,6 +181,7 @@ class Daemon:
                 )
                 self.ready.set()
                 await self._stop_requested.wait()
+                self.stopping.set()
                 self.sd.stopping()
                 log.info("stopping: polling stopped, finishing deliveries (up to %ds)", STOP_GRACE)
                 for rt in self.runtimes.values():
@@ -183,6 +189,9 @@ class Daemon:
                         rt.scope.cancel()
                 with anyio.move_on_after(STOP_GRACE):
                     await self._drain()
+                if self.config.monitor.http_listen:
+                    with anyio.move_on_after(5):
+                        await self.web_stopped.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -230,14 +239,14 @@ class Daemon:
         assert self.store is not None
         store = self.store
         names = [w.name for _, ws in queries for w in ws]
-        states = await self._db(store.load_watch_states, names)
+        states = await self.db(store.load_watch_states, names)
         for name in names:
             if name not in self.states:
                 self.states[name] = states.get(name)
         for query, watches in queries:
             if query.key in self.runtimes:
                 continue
-            health, snapshot = await self._db(store.load_query, query.key)
+            health, snapshot = await self.db(store.load_query, query.key)
             self.runtimes[query.key] = QueryRuntime(
                 query=query,
                 watches=list(watches),
@@ -246,7 +255,7 @@ class Daemon:
                 snapshot=snapshot,
             )
 
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.db_limiter)
 
     # -- reload -------------------------------------------------------------------------------
@@ -304,7 +313,7 @@ class Daemon:
                 if w.name not in self.states:
                     self.states[w.name] = None
             assert self.store is not None
-            forgotten = await self._db(self.store.forget_watches, sorted(names))
+            forgotten = await self.db(self.store.forget_watches, sorted(names))
             await self._load_runtimes(new)
             for key, (query, watches) in wanted.items():
                 rt = self.runtimes[key]
@@ -393,6 +402,8 @@ class Daemon:
         started = time.monotonic()
         outcome = await self.poll(query)
         rt.last_duration = time.monotonic() - started
+        if self.metrics is not None:
+            self.metrics.observe_poll(query, rt.last_duration)
         async with self._commit_lock:
             if self.runtimes.get(query.key) is not rt:
                 return None  # removed by a reload while polling
@@ -418,7 +429,7 @@ class Daemon:
             outgoing = self.messages_for(watches, result, now)
             assert self.store is not None
             try:
-                await self._db(self.store.commit_poll, query.key, result, outgoing, now)
+                await self.db(self.store.commit_poll, query.key, result, outgoing, now)
             except StateError as exc:
                 # Nothing was stored, so the next poll finds the same change again: no loss.
                 log.error("%s; the change will be detected again on the next poll", exc)
@@ -491,7 +502,7 @@ class Daemon:
                 self._deliver_wake = anyio.Event()
                 await self.deliver_due(tg, limiter)
                 assert self.store is not None
-                next_at = await self._db(self.store.next_due)
+                next_at = await self.db(self.store.next_due)
                 wait = 60.0
                 if next_at is not None:
                     wait = min(wait, max(0.05, next_at - self.clock.time()))
@@ -502,7 +513,7 @@ class Daemon:
         assert self.store is not None
         now = self.clock.time()
         await self._release_held(now)
-        due = await self._db(self.store.due_deliveries, now, 200)
+        due = await self.db(self.store.due_deliveries, now, 200)
         for d in due:
             lane = _delivery_lane(d)
             if lane in self._in_flight:
@@ -512,10 +523,10 @@ class Daemon:
 
     async def _release_held(self, now: float) -> None:
         assert self.store is not None
-        for target, items in await self._db(self.store.held_due, now):
+        for target, items in await self.db(self.store.held_due, now):
             message = render_digest(target.notifier, [(title, body) for _, _, title, body in items])
             digest = Outgoing(f"digest:{target.notifier}", message, [target])
-            await self._db(self.store.release_held, [i for i, _, _, _ in items], digest, now)
+            await self.db(self.store.release_held, [i for i, _, _, _ in items], digest, now)
             log.info("quiet hours of %s ended: %d held messages go out as one digest", target.notifier, len(items))
 
     async def _deliver_one(self, d: Delivery, limiter: anyio.CapacityLimiter) -> None:
@@ -524,8 +535,9 @@ class Daemon:
         label = f"{d.notifier} ({d.url_label})"
         try:
             if not self.notifier.knows(d.url_key):
-                await self._db(store.mark_dropped, d.id, "notifier URL no longer configured", self.clock.time())
+                await self.db(store.mark_dropped, d.id, "notifier URL no longer configured", self.clock.time())
                 self.dropped += 1
+                self.delivery_stats[(d.notifier, "dropped")] += 1
                 log.error(
                     "dropped message %d for %s: %s is no longer configured",
                     d.message_id,
@@ -541,8 +553,9 @@ class Daemon:
                 await self._delivery_failed(d, exc, label)
                 return
             with anyio.CancelScope(shield=True):
-                await self._db(store.mark_sent, d.id, self.clock.time())
+                await self.db(store.mark_sent, d.id, self.clock.time())
             self.delivered += 1
+            self.delivery_stats[(d.notifier, "sent")] += 1
             log.info(
                 'delivered "%s" to %s',
                 d.title,
@@ -559,12 +572,14 @@ class Daemon:
         assert self.store is not None
         now = self.clock.time()
         self.delivery_failures += 1
+        self.delivery_stats[(d.notifier, "failed")] += 1
         delay = delivery_retry_delay(d.attempts + 1, self.rng)
         if exc.permanent or now + delay - d.created_at > DELIVERY_GIVE_UP:
             why = "it cannot succeed" if exc.permanent else f"undelivered for {format_duration(now - d.created_at)}"
             with anyio.CancelScope(shield=True):
-                await self._db(self.store.mark_dropped, d.id, exc.reason, now)
+                await self.db(self.store.mark_dropped, d.id, exc.reason, now)
             self.dropped += 1
+            self.delivery_stats[(d.notifier, "dropped")] += 1
             log.error(
                 'dropped "%s" for %s after %d attempts (%s): %s',
                 d.title,
@@ -576,7 +591,7 @@ class Daemon:
             )
             return
         with anyio.CancelScope(shield=True):
-            await self._db(self.store.mark_failed, d.id, exc.reason, now + delay, now)
+            await self.db(self.store.mark_failed, d.id, exc.reason, now + delay, now)
         log.warning(
             "delivery to %s failed (attempt %d): %s; retry in %s",
             label,
@@ -590,7 +605,7 @@ class Daemon:
         """On stop: send what is due now, until nothing is due or the grace period ends."""
         assert self.store is not None
         while True:
-            due = await self._db(self.store.due_deliveries, self.clock.time(), 1)
+            due = await self.db(self.store.due_deliveries, self.clock.time(), 1)
             if not due and not self._in_flight:
                 return
             self._deliver_wake.set()
@@ -601,7 +616,7 @@ class Daemon:
         assert self.store is not None
         while True:
             try:
-                removed = await self._db(self.store.prune, self.clock.time() - self.config.monitor.retention)
+                removed = await self.db(self.store.prune, self.clock.time() - self.config.monitor.retention)
                 if removed:
                     log.info("pruned %d events older than the retention period", removed)
             except StateError as exc:

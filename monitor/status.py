@@ -14,9 +14,14 @@ from .config import Config
 from .durations import format_duration
 from .model import iso_time, spec_numbers
 from .store import StateReader
+from .timeline import share_available, spec_timeline
+
+DAY = 86400.0
+HISTORY_FOR_TIMELINES = 30 * DAY  # the state at the start of a window comes from older events
 
 
-def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
+def collect_status(config: Config, now: float | None = None, *, timelines: bool = False) -> dict[str, Any]:
+    """Per watch: health, watched specs, deliveries; with ``timelines``, 24 h and 7 d availability."""
     now = time.time() if now is None else now
     reader = StateReader.open(config.monitor.state_dir)
     data: dict[str, Any] = {
@@ -43,7 +48,19 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         for w in config.watches:
             health, snapshot = reader.query(w.query.key)
             state = states.get(w.name, (None, None, None))[2]
-            data["watches"].append(_watch_entry(w, health, snapshot, state, summary.get(w.name, {})))
+            entry = _watch_entry(w, health, snapshot, state, summary.get(w.name, {}))
+            if timelines:
+                events = reader.events(watch=w.name, since=now - HISTORY_FOR_TIMELINES, limit=50000)
+                for spec in entry["specs"]:
+                    for window, span in (("24h", DAY), ("7d", 7 * DAY)):
+                        segments = spec_timeline(events, spec["key"], now - span, now)
+                        spec[f"timeline_{window}"] = {
+                            "start": now - span,
+                            "end": now,
+                            "segments": [{"start": s.start, "end": s.end, "state": s.state} for s in segments],
+                            "share_available": share_available(segments),
+                        }
+            data["watches"].append(entry)
     finally:
         reader.close()
     return data

@@ -21,6 +21,8 @@ CORE = [
     "durations.py",
     "api/signer.py",
     "api/errors.py",
+    "timeline.py",
+    "page.py",
 ]
 IO = {"anyio", "httpx", "apprise", "sqlite3", "socket", "h11"}
 

@@ -39,10 +39,14 @@ def simulate(listen: str, scenario_path: str | None) -> int:
         print(f"{request.method} {request.target} -> {response.status}", flush=True)
         return response
 
-    async def main() -> None:
+    async def main() -> int:
         server = HttpServer(handle_and_log, address[0], address[1])
         async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
+            try:
+                await tg.start(server.serve)
+            except OSError as exc:
+                print(f"error: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+                return EXIT_FAILURE
             print(f"ModelArts/IAM simulator listening on {server.url}")
             for acc in scenario.accounts:
                 if acc.access_key:
@@ -60,10 +64,6 @@ def simulate(listen: str, scenario_path: str | None) -> int:
                 async for _ in signals:
                     break
             tg.cancel_scope.cancel()
+        return EXIT_OK
 
-    try:
-        anyio.run(main)
-    except OSError as exc:
-        print(f"error: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+    return anyio.run(main)
