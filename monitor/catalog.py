@@ -122,41 +122,69 @@ def api_error_from_fields(
 
 
 def _build_specs(raw_specs: Sequence[Any]) -> tuple[Spec, ...]:
-    parsed: list[Spec] = []
+    by_code: dict[str, Spec] = {}
     for index, raw in enumerate(raw_specs):
-        parsed.append(_parse_spec(index, raw))
-    by_code: dict[str, list[Spec]] = {}
-    for spec in parsed:
-        by_code.setdefault(spec.spec_code, []).append(spec)
-    result: list[Spec] = []
-    for code, group in by_code.items():
-        unique: list[Spec] = []
-        for spec in group:
-            if spec not in unique:
-                unique.append(spec)  # an exact repeat says nothing new
-        if len(unique) == 1:
-            result.append(unique[0])
-            continue
-        ids = [s.spec_id for s in unique]
-        if None in ids or len(set(ids)) != len(ids):
-            raise PollError(f"malformed answer: spec {code!r} is listed twice with different values")
-        result.extend(_replace_key(s, f"{code}#{s.spec_id}") for s in unique)
-    return tuple(result)
-
-
-def _replace_key(spec: Spec, key: str) -> Spec:
-    data = spec.to_json()
-    data["key"] = key
-    return Spec.from_json(data)
+        spec = _parse_spec(index, raw)
+        seen = by_code.get(spec.spec_code)
+        if seen is None:
+            by_code[spec.spec_code] = spec
+        elif seen != spec:
+            # Which one is right cannot be told; guessing could raise a false alert.
+            raise PollError(f"ambiguous answer: spec {spec.spec_code!r} is listed twice with different values")
+        # an exact repeat says nothing new
+    return tuple(by_code.values())
 
 
 def _parse_spec(index: int, raw: Any) -> Spec:
-    where = f"specs[{index}]"
-    if not isinstance(raw, dict):
-        raise PollError(f"malformed answer: {where} is {_kind(raw)}, expected an object")
+    if type(raw) is not dict:
+        raise PollError(f"malformed answer: specs[{index}] is {_kind(raw)}, expected an object")
+    get = raw.get
+    code, no_resource, max_num, gpu_num, gpu_type = (
+        get("spec_code"),
+        get("no_resource"),
+        get("max_num"),
+        get("gpu_num"),
+        get("gpu_type"),
+    )
+    core, cpu, storage = get("core"), get("cpu"), get("storage")
+    # The common case (values of the documented types) takes no detours.
+    if not (
+        type(code) is str
+        and code
+        and not code[0].isspace()
+        and not code[-1].isspace()
+        and type(no_resource) is bool
+        and type(max_num) is int
+        and max_num >= 0
+        and type(gpu_num) is int
+        and gpu_num >= 0
+        and type(gpu_type) is str
+    ):
+        code, no_resource, max_num, gpu_num, gpu_type = _lenient_fields(index, raw)
+    spec_id, unit_num, interface_type = get("spec_id"), get("unit_num"), get("interface_type")
+    return Spec(
+        key=code,
+        spec_code=code,
+        no_resource=no_resource,
+        max_num=max_num,
+        gpu_num=gpu_num,
+        gpu_type=gpu_type.strip(),
+        spec_id=spec_id if type(spec_id) is int else _as_int(spec_id),
+        core=core if type(core) is str and len(core) <= 64 and core == core.strip() else _as_text(core),
+        cpu=cpu if type(cpu) is str and len(cpu) <= 64 and cpu == cpu.strip() else _as_text(cpu),
+        unit_num=unit_num if type(unit_num) is int else _as_int(unit_num),
+        storage=storage
+        if type(storage) is str and len(storage) <= 64 and storage == storage.strip()
+        else _as_text(storage),
+        interface_type=interface_type if type(interface_type) is int else _as_int(interface_type),
+    )
+
+
+def _lenient_fields(index: int, raw: dict[str, Any]) -> tuple[str, bool, int, int, str]:
+    """The essential fields read leniently (numbers and booleans as strings), or PollError."""
     code = raw.get("spec_code")
     if not isinstance(code, str) or not code.strip():
-        raise PollError(f"malformed answer: {where}.spec_code is {_show(code)}")
+        raise PollError(f"malformed answer: specs[{index}].spec_code is {_show(code)}")
     code = code.strip()
     where = f"spec {code!r}"
     no_resource = _as_bool(raw.get("no_resource"))
@@ -173,20 +201,7 @@ def _parse_spec(index: int, raw: Any) -> Spec:
         gpu_type = ""
     elif not isinstance(gpu_type, str):
         raise PollError(f"malformed answer: {where} gpu_type is {_show(gpu_type)}")
-    return Spec(
-        key=code,
-        spec_code=code,
-        no_resource=no_resource,
-        max_num=max_num,
-        gpu_num=gpu_num,
-        gpu_type=gpu_type.strip(),
-        spec_id=_as_int(raw.get("spec_id")),
-        core=_as_text(raw.get("core")),
-        cpu=_as_text(raw.get("cpu")),
-        unit_num=_as_int(raw.get("unit_num")),
-        storage=_as_text(raw.get("storage")),
-        interface_type=_as_int(raw.get("interface_type")),
-    )
+    return code, no_resource, max_num, gpu_num, gpu_type
 
 
 def _as_bool(value: Any) -> bool | None:

@@ -163,7 +163,7 @@ def _load(args: argparse.Namespace, *, check_urls: bool = False, resolve_secrets
 
     checker = None
     if check_urls:
-        from .notify import check_url
+        from .urls import check_url
 
         checker = check_url
     return load_config(args.config or default_config_path(), url_checker=checker, resolve_secrets=resolve_secrets)

@@ -12,6 +12,8 @@ List indexes in key paths count from 0, as TOML and JSON tools do:
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -154,8 +156,24 @@ class Watch:
             project_type=self.project_type,
         )
 
+    @functools.cached_property
+    def gpu_type_set(self) -> frozenset[str]:
+        return frozenset(g.lower() for g in self.gpu_types)
+
+    @functools.cached_property
+    def spec_code_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The spec_codes globs, compiled once, matched case-insensitively."""
+        return tuple(re.compile(fnmatch.translate(p.lower())) for p in self.spec_codes)
+
+    @functools.cached_property
+    def fingerprint_value(self) -> str:
+        return self._fingerprint()
+
     def fingerprint(self) -> str:
         """Changes when what the watch selects changes (its detection state then restarts)."""
+        return self.fingerprint_value
+
+    def _fingerprint(self) -> str:
         data = [
             self.query.key,
             sorted(g.lower() for g in self.gpu_types),

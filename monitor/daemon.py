@@ -29,7 +29,7 @@ from .detect import PollResult, QueryHealth, WatchState, new_event, process_poll
 from .durations import format_duration
 from .errors import ConfigError, DeliveryError, PollError, StateError
 from .model import CLOCK_SKEW, Query, Snapshot
-from .notify import AppriseNotifier, check_url
+from .notify import AppriseNotifier
 from .render import render_digest, render_message
 from .schedule import (
     DELIVERY_GIVE_UP,
@@ -41,10 +41,15 @@ from .schedule import (
 )
 from .sdnotify import SystemdNotifier
 from .store import Delivery, Outgoing, SqliteStore
+from .urls import check_url
 
 log = logging.getLogger("monitor")
 
 STOP_GRACE = 10.0  # SPEC: give pending deliveries up to 10 s on stop
+HEALTH_FLUSH_EVERY = 30.0
+DELIVERY_BOOKKEEPING_RETRY = 30.0
+STATUS_EVERY = 2.0  # at most this often a STATUS= line to systemd
+STATE_ALERT_AFTER = 3  # failed commits in a row before the team is told directly
 DELIVERY_CONCURRENCY = 8
 PRUNE_EVERY = 3600.0
 
@@ -98,6 +103,7 @@ class QueryRuntime:
     polls_ok: int = 0
     polls_failed: int = 0
     last_duration: float | None = None
+    last_lag: float | None = None  # how late the last poll started against its schedule
 
 
 def _delivery_lane(d: Delivery) -> tuple[str, str]:
@@ -149,6 +155,12 @@ class Daemon:
         self.delivery_stats: Counter[tuple[str, str]] = Counter()  # (notifier, sent|failed|dropped)
         self.stopping = anyio.Event()
         self.web_stopped = anyio.Event()
+        self._dirty_health: dict[str, QueryHealth] = {}  # quiet polls not yet written
+        self._status_sent = -STATUS_EVERY
+        self._state_failures = 0  # consecutive failed commits
+        self._state_alerted = False
+        self._unrecorded: set[int] = set()  # delivered, but the outbox could not be told
+        self._lane_hold: dict[tuple[str, str], float] = {}  # lanes whose retry could not be stored
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, *, handle_signals: bool = False) -> None:
@@ -195,6 +207,7 @@ class Daemon:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                await self.flush_health()
                 for client in self.clients.values():
                     await client.http.aclose()
                 if self.store is not None:
@@ -365,6 +378,9 @@ class Daemon:
                         continue
                 rt.in_cycle_since = self.clock.monotonic()
                 rt.heartbeat = rt.in_cycle_since
+                rt.last_lag = rt.in_cycle_since - rt.next_due
+                if self.metrics is not None:
+                    self.metrics.observe_lag(rt.query, rt.last_lag)
                 result = await self.run_cycle(rt.query)
                 rt.in_cycle_since = None
                 now = self.clock.monotonic()
@@ -428,14 +444,31 @@ class Daemon:
             self._add_clock_events(query, watches, result, now)
             outgoing = self.messages_for(watches, result, now)
             assert self.store is not None
-            try:
-                await self.db(self.store.commit_poll, query.key, result, outgoing, now)
-            except StateError as exc:
-                # Nothing was stored, so the next poll finds the same change again: no loss.
-                log.error("%s; the change will be detected again on the next poll", exc)
-                self.sd.status(f"ERROR: {exc}")
-                rt.polls_failed += 1
-                return result
+            quiet = (
+                result.error is None
+                and not result.snapshot_changed
+                and not result.states
+                and not outgoing
+                and not result.all_events
+                and rt.health.failures == 0
+                and not rt.health.alerted
+            )
+            if quiet:
+                # Nothing happened but the poll itself: its time is kept in memory and written
+                # with the next change or the periodic flush, so a quiet poll costs no write.
+                self._dirty_health[query.key] = result.health
+            else:
+                try:
+                    await self.db(self.store.commit_poll, query.key, result, outgoing, now)
+                except StateError as exc:
+                    # Nothing was stored, so the next poll finds the same change again: no loss.
+                    log.error("%s; the change will be detected again on the next poll", exc)
+                    self.sd.status(f"ERROR: {exc}")
+                    rt.polls_failed += 1
+                    self._state_failed(exc)
+                    return result
+                self._dirty_health.pop(query.key, None)
+                self._state_recovered()
             rt.health = result.health
             if result.snapshot is not None:
                 rt.snapshot = result.snapshot
@@ -456,7 +489,9 @@ class Daemon:
             )
         if outgoing:
             self._deliver_wake.set()
-        self.sd.status(self._status_line())
+        if self.sd.enabled and time.monotonic() - self._status_sent >= STATUS_EVERY:
+            self._status_sent = time.monotonic()
+            self.sd.status(self._status_line())
         self._maybe_heartbeat()
         return result
 
@@ -516,7 +551,15 @@ class Daemon:
         due = await self.db(self.store.due_deliveries, now, 200)
         for d in due:
             lane = _delivery_lane(d)
-            if lane in self._in_flight:
+            if lane in self._in_flight or self._lane_hold.get(lane, 0.0) > now:
+                continue
+            if d.id in self._unrecorded:
+                # Delivered before, but the outbox could not be told: record it, never resend.
+                try:
+                    await self.db(self.store.mark_sent, d.id, now)
+                    self._unrecorded.discard(d.id)
+                except StateError:
+                    self._lane_hold[lane] = now + DELIVERY_BOOKKEEPING_RETRY
                 continue
             self._in_flight.add(lane)
             tg.start_soon(self._deliver_one, d, limiter)
@@ -552,9 +595,14 @@ class Daemon:
             except DeliveryError as exc:
                 await self._delivery_failed(d, exc, label)
                 return
-            with anyio.CancelScope(shield=True):
-                await self.db(store.mark_sent, d.id, self.clock.time())
             self.delivered += 1
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.db(store.mark_sent, d.id, self.clock.time())
+            except StateError:
+                self._unrecorded.add(d.id)
+                self._lane_hold[_delivery_lane(d)] = self.clock.time() + DELIVERY_BOOKKEEPING_RETRY
+                raise
             self.delivery_stats[(d.notifier, "sent")] += 1
             log.info(
                 'delivered "%s" to %s',
@@ -564,6 +612,8 @@ class Daemon:
             )
         except StateError as exc:
             log.error("delivery bookkeeping failed: %s", exc)
+            lane = _delivery_lane(d)
+            self._lane_hold[lane] = max(self._lane_hold.get(lane, 0.0), self.clock.time() + DELIVERY_BOOKKEEPING_RETRY)
         finally:
             self._in_flight.discard(_delivery_lane(d))
             self._deliver_wake.set()
@@ -590,6 +640,9 @@ class Daemon:
                 extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
             )
             return
+        # Hold the lane in memory too: if the outbox cannot store the retry time, it must not
+        # look due again at once.
+        self._lane_hold[_delivery_lane(d)] = now + delay
         with anyio.CancelScope(shield=True):
             await self.db(self.store.mark_failed, d.id, exc.reason, now + delay, now)
         log.warning(
@@ -614,14 +667,67 @@ class Daemon:
     # -- housekeeping -------------------------------------------------------------------------
     async def _maintenance_loop(self) -> None:
         assert self.store is not None
+        last_prune = -PRUNE_EVERY
         while True:
+            await self.flush_health()
+            if self.clock.monotonic() - last_prune >= PRUNE_EVERY:
+                last_prune = self.clock.monotonic()
+                try:
+                    removed = await self.db(self.store.prune, self.clock.time() - self.config.monitor.retention)
+                    if removed:
+                        log.info("pruned %d events older than the retention period", removed)
+                except StateError as exc:
+                    log.error("pruning history failed: %s", exc)
+            await self.clock.sleep(HEALTH_FLUSH_EVERY)
+
+    async def flush_health(self) -> None:
+        """Write the poll times of quiet polls (kept in memory meanwhile)."""
+        if not self._dirty_health or self.store is None:
+            return
+        dirty, self._dirty_health = self._dirty_health, {}
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.db(self.store.save_health, dirty)
+        except StateError as exc:
+            log.error("%s", exc)
+            for key, health in dirty.items():
+                self._dirty_health.setdefault(key, health)
+
+    def _state_failed(self, exc: StateError) -> None:
+        """Tell the team, once and directly, when changes can no longer be stored."""
+        self._state_failures += 1
+        if self._state_failures < STATE_ALERT_AFTER or self._state_alerted:
+            return
+        self._state_alerted = True
+        self._notice_all(
+            "modelarts-monitor cannot store its state",
+            f"**{exc}**. Capacity changes are still detected but cannot be stored or sent reliably; "
+            "they will be reported once the state database can be written again.",
+        )
+
+    def _state_recovered(self) -> None:
+        self._state_failures = 0
+        if self._state_alerted:
+            self._state_alerted = False
+            self._notice_all(
+                "modelarts-monitor can store its state again",
+                "The state database is writable again; monitoring goes on as normal.",
+            )
+
+    def _notice_all(self, title: str, body: str) -> None:
+        """A best-effort message to every notifier URL, bypassing the outbox (which may be unusable)."""
+        if self._tg is None:
+            return
+        targets = {t.url_key: t for t in self.notifier.targets(list(self.config.notifiers))}
+
+        async def send_one(key: str, label: str) -> None:
             try:
-                removed = await self.db(self.store.prune, self.clock.time() - self.config.monitor.retention)
-                if removed:
-                    log.info("pruned %d events older than the retention period", removed)
-            except StateError as exc:
-                log.error("pruning history failed: %s", exc)
-            await self.clock.sleep(PRUNE_EVERY)
+                await self.notifier.send(key, title, body)
+            except DeliveryError as exc:
+                log.warning("could not send %r to %s: %s", title, label, exc.reason)
+
+        for key, target in targets.items():
+            self._tg.start_soon(send_one, key, f"{target.notifier} ({target.url_label})")
 
     async def _watchdog_loop(self) -> None:
         interval = self.sd.watchdog_interval or 30.0

@@ -26,7 +26,6 @@ Rules (SPEC section 5):
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -119,6 +118,10 @@ class WatchState:
     def copy(self) -> WatchState:
         return WatchState.from_json(self.to_json())
 
+    def settled(self) -> bool:
+        """Nothing pending or flapping: the same catalog again cannot change anything."""
+        return not any(s.pending is not None or s.flapping for s in self.specs.values())
+
 
 @dataclass
 class QueryHealth:
@@ -152,6 +155,7 @@ class PollResult:
     states: dict[str, WatchState]  # per watch name; only watches whose state changed
     events: dict[str, list[Event]]  # per watch name, in order
     error: PollError | None = None  # why the poll counts as failed
+    snapshot_changed: bool = True  # False: the same catalog as last time, no need to store it again
 
     @property
     def all_events(self) -> list[Event]:
@@ -163,12 +167,11 @@ def selects(watch: Watch, spec: Spec) -> bool:
     """Does the watch's filter select this spec?"""
     if spec.gpu_num < watch.min_gpu_num:
         return False
-    if watch.gpu_types and spec.gpu_type.lower() not in {g.lower() for g in watch.gpu_types}:
+    if watch.gpu_types and spec.gpu_type.lower() not in watch.gpu_type_set:
         return False
-    if watch.spec_codes and not any(
-        fnmatch.fnmatchcase(spec.spec_code.lower(), pattern.lower()) for pattern in watch.spec_codes
-    ):
-        return False
+    if watch.spec_codes:
+        code = spec.spec_code.lower()
+        return any(pattern.match(code) for pattern in watch.spec_code_patterns)
     return True
 
 
@@ -226,11 +229,42 @@ def baseline(watch: Watch, snapshot: Snapshot, now: float) -> tuple[WatchState, 
     return state, maker.events
 
 
+def _quiet(watch: Watch, state: WatchState, observed: dict[str, Spec]) -> bool:
+    """True when this poll cannot change anything: same view, nothing pending or timed."""
+    if watch.remind_every or len(state.specs) != len(observed):
+        return False
+    for key, spec in observed.items():
+        cur = state.specs.get(key)
+        if (
+            cur is None
+            or cur.pending is not None
+            or cur.flapping
+            or not cur.present
+            or cur.available == spec.no_resource
+            or cur.max_num != spec.max_num
+        ):
+            return False
+        info = cur.info
+        if (
+            info.get("gpu_num") != spec.gpu_num
+            or info.get("gpu_type") != spec.gpu_type
+            or info.get("core") != spec.core
+            or info.get("cpu") != spec.cpu
+        ):
+            return False
+    return True
+
+
 def detect(watch: Watch, previous: WatchState, snapshot: Snapshot, now: float) -> tuple[WatchState, list[Event]]:
-    """Compare one successful snapshot with a watch's reported view."""
+    """Compare one successful snapshot with a watch's reported view.
+
+    Returns ``previous`` itself when nothing changed, so callers can skip storing it.
+    """
+    observed = {s.key: s for s in snapshot.specs if selects(watch, s)}
+    if _quiet(watch, previous, observed):
+        return previous, []
     state = previous.copy()
     maker = _EventMaker(watch.name, now)
-    observed = {s.key: s for s in snapshot.specs if selects(watch, s)}
     keys = list(dict.fromkeys([*state.specs, *observed]))
     for key in keys:
         spec = observed.get(key)
@@ -430,6 +464,8 @@ def process_poll(
 
     assert isinstance(outcome, Snapshot)
     snapshot = outcome
+    # The very same specs (the client reuses them for a byte-identical answer).
+    same = previous is not None and previous.specs is snapshot.specs
     new_states: dict[str, WatchState] = {}
     for w in watches:
         maker_events: list[Event] = []
@@ -446,10 +482,13 @@ def process_poll(
         state = states.get(w.name)
         if state is None or state.fingerprint != w.fingerprint():
             new_state, found = baseline(w, snapshot, now)
+        elif same and not w.remind_every and state.settled():
+            new_state, found = state, []
         else:
             new_state, found = detect(w, state, snapshot, now)
         maker_events.extend(_unique_ids(maker_events, found))
-        new_states[w.name] = new_state
+        if new_state is not state:
+            new_states[w.name] = new_state
         events[w.name] = maker_events
     health = replace(
         health,
@@ -461,7 +500,8 @@ def process_poll(
         last_success_at=now,
         last_poll_at=now,
     )
-    return PollResult(health, snapshot, new_states, events, None)
+    changed = previous is None or previous.specs != snapshot.specs
+    return PollResult(health, snapshot, new_states, events, None, snapshot_changed=changed)
 
 
 def _unique_ids(before: list[Event], found: list[Event]) -> list[Event]:

@@ -108,18 +108,6 @@ class AppriseNotifier:
             raise DeliveryError(f"no answer within {self.timeout:g}s (the notifier hangs)") from None
 
 
-def check_url(url: str) -> str | None:
-    """What is wrong with an apprise URL, or None; loads apprise's plugins (slow: once per start)."""
-    import apprise
-
-    if apprise.Apprise.instantiate(url) is None:
-        return (
-            f"apprise does not understand {mask_url(url)}: check the scheme and its required parts "
-            "(see the apprise wiki page of this service)"
-        )
-    return None
-
-
 def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str, timeout: float) -> None:
     import apprise
 

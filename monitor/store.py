@@ -236,7 +236,7 @@ class SqliteStore:
                 "INSERT INTO query_health VALUES (?, ?) ON CONFLICT(query) DO UPDATE SET state=excluded.state",
                 (query, json.dumps(result.health.to_json())),
             )
-            if result.snapshot is not None:
+            if result.snapshot is not None and result.snapshot_changed:
                 conn.execute(
                     "INSERT INTO snapshots VALUES (?, ?, ?) ON CONFLICT(query) DO UPDATE SET "
                     "taken_at=excluded.taken_at, specs=excluded.specs",
@@ -282,6 +282,14 @@ class SqliteStore:
                 )
                 ids.append(int(cur.lastrowid or 0))
         return ids
+
+    def save_health(self, healths: Mapping[str, QueryHealth]) -> None:
+        """Write the health of queries whose quiet polls were only kept in memory."""
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO query_health VALUES (?, ?) ON CONFLICT(query) DO UPDATE SET state=excluded.state",
+                [(key, json.dumps(h.to_json())) for key, h in healths.items()],
+            )
 
     def queue_messages(self, outgoing: Sequence[Outgoing], now: float) -> list[int]:
         with self._tx() as conn:

@@ -33,6 +33,7 @@ log = logging.getLogger("monitor.web")
 QUERY_LABELS = ("account", "region", "job_type", "engine_id", "project_type")
 SPEC_LABELS = ("watch", "region", "job_type", "spec_code", "gpu_type")
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 def query_labels(query: Query) -> list[str]:
@@ -57,10 +58,19 @@ class Metrics:
             buckets=POLL_BUCKETS,
             registry=self.registry,
         )
+        self.schedule_lag = Histogram(
+            "modelarts_schedule_lag_seconds",
+            "How late polls start against their schedule (a busy or stalled event loop shows here)",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(self))
 
     def observe_poll(self, query: Query, seconds: float) -> None:
         self.poll_duration.labels(*query_labels(query)).observe(seconds)
+
+    def observe_lag(self, query: Query, seconds: float) -> None:
+        self.schedule_lag.observe(max(0.0, seconds))
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

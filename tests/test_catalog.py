@@ -90,9 +90,10 @@ def test_an_exact_duplicate_is_harmless() -> None:
     assert len(parse(body.encode()).specs) == 1
 
 
-def test_one_code_with_two_ids_is_keyed_by_id() -> None:
-    snap = parse(answer(raw_spec(spec_id=1), raw_spec(spec_id=2, max_num=8)))
-    assert sorted(s.key for s in snap.specs) == ["modelarts.vm.gpu.v100#1", "modelarts.vm.gpu.v100#2"]
+def test_one_code_listed_twice_with_different_values_is_not_guessed() -> None:
+    """Which entry is right cannot be told; a guess could raise a false alert."""
+    with pytest.raises(PollError, match="ambiguous answer"):
+        parse(answer(raw_spec(spec_id=1), raw_spec(spec_id=99, no_resource=True)))
 
 
 FAILURES = [

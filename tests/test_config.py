@@ -346,7 +346,7 @@ def test_environment_is_clean() -> None:
 
 
 def test_every_problem_comes_in_one_round_even_apprise_ones(tmp_path: Path) -> None:
-    from monitor.notify import check_url
+    from monitor.urls import check_url
 
     path = tmp_path / "c.toml"
     path.write_text(

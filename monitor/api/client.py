@@ -36,7 +36,7 @@ import httpx
 from ..catalog import JobSpecCatalog, decode_json, error_fields
 from ..config import Account
 from ..errors import PollError
-from ..model import Query, Snapshot
+from ..model import Query, Snapshot, Spec
 from . import signer
 from .errors import CLOCK, CREDENTIALS, PERMANENT, REFRESH, TRANSIENT, classify
 
@@ -89,6 +89,7 @@ class ModelArtsClient:
         self.timeout = timeout
         self.clock = clock
         self.skew = 0.0  # server time minus our time
+        self._last_date = ""
         self._skew_logged = 0.0
         self.blocked_until = 0.0  # monotonic: no requests before this (lockout safety)
         self.blocked_error: PollError | None = None
@@ -97,6 +98,7 @@ class ModelArtsClient:
         self._trusted = False
         self._gate = anyio.Lock()
         self._projects: dict[str, str] = {}
+        self._last_answer: dict[str, tuple[bytes, tuple[Spec, ...]]] = {}  # query key -> (body, specs)
         self._tokens: dict[str, tuple[str, float]] = {}  # project id -> (token, expires_at)
         self._static_token = account.token
 
@@ -112,7 +114,14 @@ class ModelArtsClient:
             region=query.region,
             project_id=project_id,
         )
-        return catalog.parse(answer.body, self.clock())
+        # Most answers repeat the last one byte for byte; parsing them again would only
+        # rebuild the same specs. (The same tuple also lets detection see "no change" at once.)
+        last = self._last_answer.get(query.key)
+        if last is not None and last[0] == answer.body:
+            return Snapshot(self.clock(), last[1])
+        snapshot = catalog.parse(answer.body, self.clock())
+        self._last_answer[query.key] = (answer.body, snapshot.specs)
+        return snapshot
 
     async def resolve_project(self, region: str) -> str:
         """The project ID of ``region``, looked up through IAM once and cached."""
@@ -391,8 +400,9 @@ class ModelArtsClient:
     # -- clock skew ---------------------------------------------------------------------------
     def _measure_skew(self, answer: Answer) -> None:
         date = answer.headers.get("Date")
-        if not date:
-            return
+        if not date or date == self._last_date:
+            return  # whole seconds: the same header says nothing new
+        self._last_date = date
         try:
             server = parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):

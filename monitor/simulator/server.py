@@ -96,6 +96,10 @@ class Simulator:
         self._locked_until: dict[str, float] = {}
         self.requests: list[RequestRecord] = []
         self.date_header = True
+        # Benchmarks: "bytes" adds a counter to every answer (parsed anew each time), "catalog"
+        # changes an unwatched field of a spec (a new snapshot each time); "" answers alike.
+        self.vary = ""
+        self._served = 0
 
     # -- control (from any thread) ------------------------------------------------------------
     def now(self) -> float:
@@ -483,7 +487,14 @@ class Simulator:
             )
         specs = self.current_specs(job_type)
         self._record(request, 200, ak, None, kind)
-        return Response.json({"is_success": True, "spec_total_count": len(specs), "specs": specs})
+        body: dict[str, Any] = {"is_success": True, "spec_total_count": len(specs), "specs": specs}
+        if self.vary:
+            self._served += 1
+            if self.vary == "catalog" and specs:
+                specs[0]["unit_num"] = self._served
+            else:
+                body["served"] = self._served
+        return Response.json(body)
 
     # -- control API --------------------------------------------------------------------------
     def _control(self, request: Request, path: str) -> Response:
@@ -505,6 +516,9 @@ class Simulator:
                 return Response.json({"ok": True})
             if path == "/_sim/faults" and request.method == "DELETE":
                 self.clear_faults()
+                return Response.json({"ok": True})
+            if path == "/_sim/vary" and request.method == "POST":
+                self.vary = str(request.json().get("mode", ""))
                 return Response.json({"ok": True})
             if path == "/_sim/clock" and request.method == "POST":
                 self.clock_offset = float(request.json().get("offset", 0))
