@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, MonitorError
+from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, MonitorError, UsageError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -97,11 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    sys.exit(run_command(list(sys.argv[1:] if argv is None else argv)))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "run" in args:
+        from .signals import install_early_handlers
+
+        install_early_handlers()
+    sys.exit(run_command(args))
 
 
 def run_command(argv: list[str]) -> int:
     parser = build_parser()
+    # argparse would report an unknown option before the command as a missing command.
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        name = argv[i].split("=", 1)[0]
+        if name not in ("-h", "--help", "--version", "-c", "--config"):
+            parser.error(f"unrecognized option {name} (options of a command come after it: COMMAND {name})")
+        i += 2 if name in ("-c", "--config") and "=" not in argv[i] else 1
     args = parser.parse_args(argv)
     handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
     try:
@@ -161,12 +173,14 @@ def _load(args: argparse.Namespace, *, check_urls: bool = False, resolve_secrets
     """The configuration; ``check_urls`` lets apprise judge notifier URLs (it is slow to load)."""
     from .config import default_config_path, load_config
 
-    checker = None
+    if args.config == "":
+        raise UsageError("--config: the path is empty")
+    checkers: dict[str, Any] = {}
     if check_urls:
-        from .urls import check_url
+        from .urls import check_apprise_config, check_url
 
-        checker = check_url
-    return load_config(args.config or default_config_path(), url_checker=checker, resolve_secrets=resolve_secrets)
+        checkers = {"url_checker": check_url, "config_checker": check_apprise_config}
+    return load_config(args.config or default_config_path(), resolve_secrets=resolve_secrets, **checkers)
 
 
 def _print_json(data: Any) -> None:
@@ -194,16 +208,10 @@ def _ago(ts: float | None) -> str:
 
 
 # -- commands --------------------------------------------------------------------------------------
-def _exit_cleanly(signum: int, frame: Any) -> None:
-    raise SystemExit(EXIT_OK)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
+    from .signals import install_early_handlers
 
-    # A stop request while still starting up is a clean stop too; the daemon installs its own
-    # handlers once it runs.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+    install_early_handlers()  # (main() already did, unless called another way)
     config = _load(args, check_urls=True)
     from .logs import setup_logging
 

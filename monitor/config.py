@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import redact
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import ConfigError, Problem
 from .model import SPEC_EVENT_KINDS, Query
 
@@ -41,6 +41,8 @@ DEFAULT_IAM_ENDPOINT = "https://iam.{region}.myhuaweicloud.com"
 # The one region whose ModelArts endpoint is not on .com (SDK modelarts_region.py).
 _ENDPOINT_EXCEPTIONS = {"ap-southeast-1": "https://modelarts.ap-southeast-1.myhuaweicloud.cn"}
 MIN_INTERVAL = 5.0
+DAY = 86400.0
+MAX_FILE = 1024 * 1024  # a configuration or secret file larger than this is surely a mistake
 AUTH_MODES = ("aksk", "password", "token")
 LOG_FORMATS = ("auto", "text", "json")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -245,6 +247,7 @@ def default_state_dir() -> Path:
 
 
 UrlChecker = Callable[[str], "str | None"]
+ConfigFileChecker = Callable[[str, "str | None"], "str | None"]
 
 
 def load_config(
@@ -252,6 +255,7 @@ def load_config(
     *,
     resolve_secrets: bool = True,
     url_checker: UrlChecker | None = None,
+    config_checker: ConfigFileChecker | None = None,
 ) -> Config:
     """Read, validate and resolve the configuration file, or raise ConfigError.
 
@@ -262,7 +266,7 @@ def load_config(
     file = Path(path)
     name = str(file)
     try:
-        raw = file.read_bytes()
+        raw = read_small_file(file)
     except FileNotFoundError:
         raise ConfigError(
             [
@@ -275,7 +279,7 @@ def load_config(
             ]
         ) from None
     except OSError as exc:
-        raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror}")]) from None
+        raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror or exc}")]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -294,6 +298,7 @@ def load_config(
         readable_by_others=bool(mode & (stat.S_IRGRP | stat.S_IROTH)),
         resolve_secrets=resolve_secrets,
         url_checker=url_checker,
+        config_checker=config_checker,
     )
 
 
@@ -304,8 +309,9 @@ def parse_config(
     readable_by_others: bool = False,
     resolve_secrets: bool = True,
     url_checker: UrlChecker | None = None,
+    config_checker: ConfigFileChecker | None = None,
 ) -> Config:
-    reader = _Reader(file, resolve_secrets=resolve_secrets, url_checker=url_checker)
+    reader = _Reader(file, resolve_secrets=resolve_secrets, url_checker=url_checker, config_checker=config_checker)
     cfg = reader.config(data)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -354,16 +360,39 @@ def _resolve_reference(ref: str) -> str:
             raise ValueError(f'cred:{rest}: expected a credential name such as "cred:hw_secret_key"')
         path = Path(cred_dir) / rest
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        value = read_small_file(path).decode("utf-8").strip()
     except FileNotFoundError:
         raise ValueError(f"{path} does not exist") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not value:
         raise ValueError(f"{path} is empty")
+    if "\n" in value:
+        raise ValueError(f"{path} holds more than one line; a secret file holds the secret alone")
     return value
+
+
+def read_small_file(path: Path) -> bytes:
+    """A regular file's bytes; a FIFO, device or directory (which could block or never end) is refused."""
+    import errno
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "it is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_FILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_FILE // 1024} KiB")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -380,10 +409,18 @@ _MISSING = object()
 class _Reader:
     """Walks the TOML document, converting values and collecting problems."""
 
-    def __init__(self, file: str, *, resolve_secrets: bool = True, url_checker: UrlChecker | None = None):
+    def __init__(
+        self,
+        file: str,
+        *,
+        resolve_secrets: bool = True,
+        url_checker: UrlChecker | None = None,
+        config_checker: ConfigFileChecker | None = None,
+    ):
         self.file = file
         self.resolve_secrets = resolve_secrets
         self.url_checker = url_checker
+        self.config_checker = config_checker
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
         self.literal_secrets: list[str] = []
@@ -459,7 +496,14 @@ class _Reader:
         return value
 
     def duration(
-        self, table: dict[str, Any], key: str, path: str, *, default: Any, minimum: float | None = None
+        self,
+        table: dict[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: Any,
+        minimum: float | None = None,
+        maximum: float | None = None,
     ) -> Any:
         value = table.get(key, _MISSING)
         if value is _MISSING:
@@ -477,6 +521,9 @@ class _Reader:
             return default
         if minimum is not None and seconds < minimum:
             self.problem(f"{path}.{key}", f"must be at least {minimum:g}s, got {value!r}")
+            return default
+        if maximum is not None and seconds > maximum:
+            self.problem(f"{path}.{key}", f"must be at most {format_duration(maximum)}, got {value!r}")
             return default
         return seconds
 
@@ -553,7 +600,7 @@ class _Reader:
             path,
         )
         d = MonitorSettings()
-        interval = self.duration(table, "interval", path, default=d.interval, minimum=MIN_INTERVAL)
+        interval = self.duration(table, "interval", path, default=d.interval, minimum=MIN_INTERVAL, maximum=DAY)
         jitter = self.jitter(table.get("jitter", _MISSING), f"{path}.jitter", interval)
         timeout = self.duration(table, "timeout", path, default=d.timeout, minimum=1.0)
         if timeout > 300:
@@ -561,17 +608,23 @@ class _Reader:
         max_concurrency = self.integer(table, "max_concurrency", path, default=8, minimum=1, maximum=256)
         state_dir_text = self.string(table, "state_dir", path, default="")
         state_dir = Path(state_dir_text).expanduser() if state_dir_text else default_state_dir()
-        failure_alert_after = self.integer(table, "failure_alert_after", path, default=3, minimum=1)
-        retention = self.duration(table, "retention", path, default=d.retention, minimum=3600.0)
+        if "\0" in str(state_dir):
+            self.problem(f"{path}.state_dir", "must not contain a NUL character")
+        elif state_dir.exists() and not state_dir.is_dir():
+            self.problem(f"{path}.state_dir", f"{state_dir} exists but is not a directory")
+        failure_alert_after = self.integer(table, "failure_alert_after", path, default=3, minimum=1, maximum=1000)
+        retention = self.duration(table, "retention", path, default=d.retention, minimum=3600.0, maximum=3650 * DAY)
         http_listen = self.listen(table.get("http_listen", ""), f"{path}.http_listen")
         log_format = self.string(table, "log_format", path, default="auto", choices=LOG_FORMATS)
         log_level = self.string(table, "log_level", path, default="info", choices=("debug", "info", "warning", "error"))
         heartbeat = None
         if "heartbeat_url" in table:
             heartbeat = self.secret(table, "heartbeat_url", path, required=False)
-            if heartbeat is not None and not heartbeat.reveal().startswith(("http://", "https://")):
-                self.problem(f"{path}.heartbeat_url", "expected an http:// or https:// URL")
-                heartbeat = None
+            if heartbeat is not None and heartbeat.reveal():
+                problem = _check_http_url(heartbeat.reveal())
+                if problem:
+                    self.problem(f"{path}.heartbeat_url", problem)
+                    heartbeat = None
         return MonitorSettings(
             interval=interval,
             jitter=jitter,
@@ -658,8 +711,9 @@ class _Reader:
         ca_bundle = None
         if ca:
             ca_bundle = Path(ca).expanduser()
-            if not ca_bundle.is_file():
-                self.problem(f"{path}.ca_bundle", f"{ca_bundle} is not a readable file")
+            problem = _check_ca_bundle(ca_bundle)
+            if problem:
+                self.problem(f"{path}.ca_bundle", problem)
         if auth is None:
             return None
         fields: dict[str, Any] = {}
@@ -735,6 +789,10 @@ class _Reader:
         tag = self.string(table, "tag", path, default=None)
         if tag is not None and conf_path is None:
             self.problem(f"{path}.tag", 'only applies together with "config"')
+        if conf_path is not None and conf_path.is_file() and self.config_checker is not None:
+            problem = self.config_checker(str(conf_path), tag)
+            if problem:
+                self.problem(f"{path}.config", problem)
         if raw_urls is _MISSING and conf is None:
             self.problem(path, 'needs "urls" (a list of apprise URLs) or "config" (an apprise file)')
         elif raw_urls is not _MISSING and not raw_urls and conf is None:
@@ -822,11 +880,11 @@ class _Reader:
         if project_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project_id):
             self.problem(f"{path}.project_id", f"expected a project ID (letters and digits), got {project_id!r}")
         job_type = self.string(table, "job_type", path, default=None, choices=("train", "inference"))
-        engine_id = self.integer(table, "engine_id", path, default=0, minimum=0)
+        engine_id = self.integer(table, "engine_id", path, default=0, minimum=0, maximum=2**63 - 1)
         project_type = self.integer(table, "project_type", path, default=0, minimum=0, maximum=3)
         gpu_types = self.string_list(table, "gpu_types", path)
         spec_codes = self.string_list(table, "spec_codes", path)
-        min_gpu_num = self.integer(table, "min_gpu_num", path, default=1, minimum=0)
+        min_gpu_num = self.integer(table, "min_gpu_num", path, default=1, minimum=0, maximum=1024)
         events = self.string_list(table, "events", path, default=SPEC_EVENT_KINDS)
         for kind in events:
             if kind not in SPEC_EVENT_KINDS:
@@ -838,9 +896,9 @@ class _Reader:
             if n not in notifiers:
                 known = ", ".join(notifiers) or "none defined"
                 self.problem(f"{path}.notify", f"no notifier named {n!r} (defined: {known})")
-        interval = self.duration(table, "interval", path, default=None, minimum=MIN_INTERVAL)
+        interval = self.duration(table, "interval", path, default=None, minimum=MIN_INTERVAL, maximum=DAY)
         confirm = self.integer(table, "confirm", path, default=1, minimum=1, maximum=100)
-        remind = self.duration(table, "remind_every", path, default=None, minimum=60.0)
+        remind = self.duration(table, "remind_every", path, default=None, minimum=60.0, maximum=30 * DAY)
         if len(self.problems) != before or name is None or region is None or account is None:
             return None
         return Watch(
@@ -863,10 +921,41 @@ class _Reader:
 
 
 def _check_url_shape(url: str) -> str | None:
-    """A cheap shape check; apprise itself judges the URL when it is first used."""
+    """A cheap shape check; apprise itself judges the URL (url_checker)."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme or not rest or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         return 'expected an apprise URL such as "slack://TokenA/TokenB/TokenC" or "mailtos://user:pass@host"'
+    hostport = rest.split("/", 1)[0].rpartition("@")[2]
+    port = hostport.rpartition(":")[2] if ":" in hostport and not hostport.endswith("]") else ""
+    if port.isascii() and port.isdigit() and not 0 < int(port) < 65536:
+        return f"the port {port} is out of range (1-65535)"
+    return None
+
+
+def _check_http_url(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL (check the host and port)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected an http:// or https:// URL with a host"
+    if port == 0:
+        return "the port 0 is out of range (1-65535)"
+    return None
+
+
+def _check_ca_bundle(path: Path) -> str | None:
+    if not path.is_file():
+        return f"{path} is not a readable file"
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError):
+        return f"{path} holds no PEM certificate (a CA bundle is one or more -----BEGIN CERTIFICATE----- blocks)"
     return None
 
 

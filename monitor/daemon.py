@@ -40,8 +40,9 @@ from .schedule import (
     quiet_until,
 )
 from .sdnotify import SystemdNotifier
+from .signals import early_reload_requested
 from .store import Delivery, Outgoing, SqliteStore
-from .urls import check_url
+from .urls import check_apprise_config, check_url
 
 log = logging.getLogger("monitor")
 
@@ -138,6 +139,7 @@ class Daemon:
         self.ready = anyio.Event()
         self.stopped = anyio.Event()
         self._stop_requested = anyio.Event()
+        self._hurry = anyio.Event()  # a second stop signal: skip the grace period
         self._deliver_wake = anyio.Event()
         self._commit_lock = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -172,7 +174,7 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if handle_signals:
-                    tg.start_soon(self._signals)
+                    await tg.start(self._signals)
                 for rt in self.runtimes.values():
                     self._start_loop(rt)
                 tg.start_soon(self._deliver_loop)
@@ -199,8 +201,16 @@ class Daemon:
                 for rt in self.runtimes.values():
                     if rt.scope is not None:
                         rt.scope.cancel()
-                with anyio.move_on_after(STOP_GRACE):
-                    await self._drain()
+                with anyio.move_on_after(STOP_GRACE) as grace:
+                    async with anyio.create_task_group() as drain:
+
+                        async def hurry() -> None:
+                            await self._hurry.wait()
+                            grace.cancel()
+
+                        drain.start_soon(hurry)
+                        await self._drain()
+                        drain.cancel_scope.cancel()
                 if self.config.monitor.http_listen:
                     with anyio.move_on_after(5):
                         await self.web_stopped.wait()
@@ -219,15 +229,40 @@ class Daemon:
     def stop(self) -> None:
         self._stop_requested.set()
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """SIGHUP reloads (in its own task, so a slow reload never delays a stop); SIGTERM and
+        SIGINT stop; a second one stops at once, without waiting for deliveries."""
+        assert self._tg is not None
+        reload_lock = anyio.Lock()
+
+        async def reload() -> None:
+            async with reload_lock:
+                await self.reload_from_file()
+
+        try:
+            await self._receive_signals(reload, task_status)
+        finally:
+            # The receiver puts back the default handlers (which kill); the daemon is stopping
+            # anyway, so a late signal must not turn a clean stop into a killed one.
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+
+    async def _receive_signals(self, reload: Callable[[], Any], task_status: anyio.abc.TaskStatus[None]) -> None:
+        assert self._tg is not None
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            if early_reload_requested():
+                self._tg.start_soon(reload)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await self.reload_from_file()
+                    if not self._stop_requested.is_set():
+                        self._tg.start_soon(reload)
+                elif self._stop_requested.is_set():
+                    log.warning("received %s again: stopping now", signal.Signals(signum).name)
+                    self._hurry.set()
                 else:
                     log.info("received %s", signal.Signals(signum).name)
                     self.stop()
-                    return
 
     async def build_clients(self) -> None:
         old = self.clients
@@ -244,8 +279,18 @@ class Daemon:
                 http = httpx.AsyncClient(transport=self._transport, timeout=self.config.monitor.timeout)
             self.clients[name] = ModelArtsClient(account, http, timeout=self.config.monitor.timeout)
             if previous is not None:
-                await previous.http.aclose()
+                old[name] = previous
+        # A poll may still be using a replaced client: close it once such a poll is surely over.
         for client in old.values():
+            if self._tg is None:
+                await client.http.aclose()
+            else:
+                self._tg.start_soon(self._close_later, client)
+
+    async def _close_later(self, client: ModelArtsClient) -> None:
+        with anyio.move_on_after(self.config.monitor.timeout * 3 + 5):
+            await self._stop_requested.wait()
+        with anyio.CancelScope(shield=True):
             await client.http.aclose()
 
     async def _load_runtimes(self, queries: list[tuple[Query, list[Watch]]]) -> None:
@@ -278,12 +323,23 @@ class Daemon:
         path = self.config.path
         log.info("reloading the configuration from %s", path)
         try:
-            config = await anyio.to_thread.run_sync(lambda: load_config(path, url_checker=check_url))
+            config = await anyio.to_thread.run_sync(
+                lambda: load_config(path, url_checker=check_url, config_checker=check_apprise_config)
+            )
             notifier = AppriseNotifier(config.notifiers)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
             log.error("reload rejected: the previous configuration keeps running")
+            self.sd.ready(self._status_line())
+            return False
+        except Exception as exc:
+            log.error(
+                "reload rejected (%s: %s): the previous configuration keeps running",
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
             self.sd.ready(self._status_line())
             return False
         for warning in config.warnings:
@@ -409,6 +465,9 @@ class Daemon:
                 return await client.fetch_snapshot(query)
         except PollError as exc:
             return exc
+        except Exception as exc:
+            log.error("%s: unexpected error while polling", query.describe(), exc_info=True)
+            return PollError(f"internal error while polling ({type(exc).__name__}); see the log", category="transient")
 
     async def run_cycle(self, query: Query) -> PollResult | None:
         """Poll one query once, detect, commit, queue messages. None if it is not configured."""
@@ -658,7 +717,12 @@ class Daemon:
         """On stop: send what is due now, until nothing is due or the grace period ends."""
         assert self.store is not None
         while True:
-            due = await self.db(self.store.due_deliveries, self.clock.time(), 1)
+            now = self.clock.time()
+            due = [
+                d
+                for d in await self.db(self.store.due_deliveries, now, 200)
+                if self._lane_hold.get(_delivery_lane(d), 0.0) <= now and d.id not in self._unrecorded
+            ]
             if not due and not self._in_flight:
                 return
             self._deliver_wake.set()
@@ -764,7 +828,7 @@ class Daemon:
                 response = await client.get(url)
             if response.status_code >= 400:
                 log.warning("heartbeat URL answered HTTP %d", response.status_code)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
             log.warning("heartbeat URL failed: %s", type(exc).__name__)
 
     # -- reporting ----------------------------------------------------------------------------

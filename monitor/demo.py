@@ -84,7 +84,11 @@ def run_demo(duration: str | None = None, keep: str | None = None) -> int:
             return EXIT_USAGE
     if keep:
         workdir = Path(keep).expanduser()
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --keep {keep}: cannot use it as a directory: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
         return anyio.run(_demo, workdir, seconds)
     with tempfile.TemporaryDirectory(prefix="modelarts-monitor-demo-") as tmp:
         return anyio.run(_demo, Path(tmp), seconds)

@@ -434,6 +434,8 @@ def process_poll(
     error = outcome if isinstance(outcome, PollError) else None
     if isinstance(outcome, Snapshot):
         health, error = judge_empty(health, previous, outcome)
+    else:
+        health = replace(health, empty_streak=0)  # "three in a row": a failure in between breaks it
     events: dict[str, list[Event]] = {w.name: [] for w in watches}
     if error is not None:
         health = replace(

@@ -75,10 +75,14 @@ class PollError(MonitorError):
         retry_after: float | None = None,
         status: int | None = None,
     ):
-        self.reason = reason
+        from .redact import redact
+
+        # An upstream may echo anything (a key in an error page, a token in a header): every
+        # PollError is redacted when made, so no message, event or output can carry a secret.
+        self.reason = redact(reason)
         self.category = category
         self.code = code
-        self.request_id = request_id
+        self.request_id = redact(request_id) if request_id else request_id
         self.retry_after = retry_after
         self.status = status
         super().__init__(reason)

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .redact import RedactingFilter
+from .redact import RedactingFilter, redact
 
 _PRIORITY = {
     logging.CRITICAL: 2,
@@ -68,7 +68,7 @@ class JsonFormatter(logging.Formatter):
         for name in _FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                data[name] = value
+                data[name] = redact(str(value))
         if record.exc_text:
             data["exception"] = record.exc_text
         return json.dumps(data, ensure_ascii=False)

@@ -23,7 +23,7 @@ import anyio.lowlevel
 from .config import Notifier
 from .errors import DeliveryError
 from .redact import mask_url, redact
-from .store import Target, url_key
+from .store import Target
 
 log = logging.getLogger("monitor.notify")
 T = TypeVar("T")
@@ -67,18 +67,19 @@ class AppriseNotifier:
 
     def __init__(self, notifiers: Mapping[str, Notifier], *, timeout: float = SEND_TIMEOUT):
         self.timeout = timeout
-        self._urls: dict[str, tuple[str, str, Notifier]] = {}  # url_key -> (kind, value, notifier)
+        # A URL is known by its notifier and position ("team-slack#0"), not by its text, so a
+        # rotated token (a new URL in the same place) still gets what is waiting in the outbox.
+        self._urls: dict[str, tuple[str, str, Notifier]] = {}  # key -> (kind, value, notifier)
         self._targets: dict[str, list[Target]] = {}
         for notifier in notifiers.values():
             targets = []
-            for secret in notifier.urls:
+            for index, secret in enumerate(notifier.urls):
                 url = secret.reveal()
-                key = url_key(url)
+                key = f"{notifier.name}#{index}"
                 self._urls[key] = ("url", url, notifier)
                 targets.append(Target(notifier.name, key, mask_url(url)))
             if notifier.config is not None:
-                ident = f"config:{notifier.config}#{notifier.tag or ''}"
-                key = url_key(ident)
+                key = f"{notifier.name}#config"
                 self._urls[key] = ("config", str(notifier.config), notifier)
                 label = f"apprise config {notifier.config}" + (f" tag {notifier.tag}" if notifier.tag else "")
                 targets.append(Target(notifier.name, key, label))

@@ -47,6 +47,13 @@ def _host(netloc: str) -> str:
     return host.partition(":")[0]
 
 
+def _token_host(host: str) -> bool:
+    """A "host" that is no host name (no dot, not localhost, not an address) is a token."""
+    if not host or host.startswith("[") or host.lower() == "localhost":
+        return False
+    return "." not in host or looks_secret(host)
+
+
 def looks_secret(part: str) -> bool:
     """A URL path or host part that reads like a token rather than a word ("alerts", "services")."""
     if len(part) < 8 or part.startswith("#") or "." in part:
@@ -68,8 +75,13 @@ def url_secrets(url: str) -> list[str]:
         found.append(unquote(parts.username))
     # Slack, Discord, Teams, Telegram and webhook URLs keep their tokens in the host or path.
     host = _host(parts.netloc)
-    if looks_secret(host):
+    if _token_host(host):
         found.append(host)
+    hostport = parts.netloc.rpartition("@")[2]
+    if ":" in hostport and not hostport.startswith("["):
+        after = hostport.partition(":")[2]
+        if after and not after.isdigit():
+            found.append(after)  # tgram://123456:TOKEN/...: not a port but the token's second half
     for segment in parts.path.split("/"):
         if looks_secret(unquote(segment)):
             found.append(unquote(segment))
@@ -120,8 +132,8 @@ def mask_url(url: str) -> str:
     except ValueError:
         return MASK
     host = _host(parts.netloc)
-    if looks_secret(host):
-        host = MASK  # a token in the host position (discord://webhook_id/...)
+    if _token_host(host):
+        host = MASK  # a token in the host position (slack://TokenA/..., discord://webhook_id/...)
     if port:
         host = f"{host}:{port}"
     user = ""

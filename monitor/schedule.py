@@ -42,7 +42,7 @@ def poll_backoff(
     failures: int, category: str | None, interval: float, retry_after: float | None, rng: random.Random
 ) -> float:
     """Delay before the next attempt after ``failures`` failed polls in a row."""
-    n = max(1, failures)
+    n = min(max(1, failures), 32)  # beyond this every branch is at its cap anyway
     if category in (CREDENTIALS, CLOCK, REFRESH):
         # Never retried quickly: at most one failed signature per key per 5 minutes.
         delay = max(CREDENTIALS_PAUSE, interval)

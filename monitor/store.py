@@ -6,8 +6,9 @@ transaction before anything is sent, so ``kill -9`` at any moment loses
 nothing already committed and a restart sends no duplicates.
 
 The outbox holds one row per message per apprise URL: each URL is its own
-delivery, retried on its own, in order per watch. Rows are identified by a
-hash of the URL, never the URL itself, so no secret is written here.
+delivery, retried on its own, in order per watch. Rows name the URL by its
+notifier and position (``team-slack#0``) and a masked label, never the URL
+itself, so no secret is written here.
 
 Calls are blocking; the daemon runs them in a worker thread. A lock makes one
 connection safe to share between threads; readers in other processes
@@ -17,7 +18,6 @@ the daemon.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -62,11 +62,6 @@ CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (watch, url_key, status, id);
 PENDING, SENT, DROPPED, HELD, MERGED = "pending", "sent", "dropped", "held", "merged"
 
 
-def url_key(url: str) -> str:
-    """A stable name for one apprise URL that reveals nothing of it."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class Target:
     """One apprise URL of one notifier, as the outbox knows it."""
@@ -101,6 +96,15 @@ class Delivery:
     urgent: bool
 
 
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn a row that does not decode (edited by hand, written by a bug) into a clear StateError."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _state_error(exc, path) from None
+
+
 def _state_error(exc: BaseException, path: Path) -> StateError:
     text = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
@@ -109,6 +113,11 @@ def _state_error(exc: BaseException, path: Path) -> StateError:
         return StateError(f"cannot write the state database {path}: it or its directory is read-only")
     if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
         return StateError(f"the state database {path} is damaged ({text}); move it aside to start afresh")
+    if isinstance(exc, (ValueError, KeyError, TypeError)) and not isinstance(exc, OSError):
+        return StateError(
+            f"the state database {path} holds a damaged record ({type(exc).__name__}: {text}); "
+            "move it aside to start afresh"
+        )
     if isinstance(exc, OSError):
         import errno
 
@@ -125,13 +134,40 @@ def _state_error(exc: BaseException, path: Path) -> StateError:
     return StateError(f"state database {path}: {text}")
 
 
-class SqliteStore:
-    """The daemon's read-write handle on state.db."""
+LOCK_NAME = "writer.lock"
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
+
+def _take_writer_lock(state_dir: Path) -> int:
+    """One writer per state directory: two daemons would each send every alert."""
+    import fcntl
+
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            holder = "?"
+        os.close(fd)
+        raise StateError(
+            f"another modelarts-monitor (pid {holder}) is already using the state directory {state_dir}; "
+            "stop it first (`once --notify` needs the daemon stopped), or give this one another state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class SqliteStore:
+    """The daemon's read-write handle on state.db (one writer per state directory)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int | None = None):
         self._conn = conn
         self.path = path
         self._lock = threading.RLock()
+        self._lock_fd = lock_fd
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -146,12 +182,17 @@ class SqliteStore:
                 os.chmod(path, 0o600)
             if not os.access(state_dir, os.W_OK):
                 raise StateError(f"cannot write the state directory {state_dir}: it is read-only")
-            conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            lock_fd = _take_writer_lock(state_dir)
+            try:
+                conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            except BaseException:
+                os.close(lock_fd)
+                raise
         except StateError:
             raise
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ValueError) as exc:
             raise _state_error(exc, path) from None
-        store = cls(conn, path)
+        store = cls(conn, path, lock_fd)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -170,10 +211,10 @@ class SqliteStore:
                 if side.exists():
                     os.chmod(side, 0o600)
         except StateError:
-            conn.close()
+            store.close()
             raise
-        except (sqlite3.Error, OSError) as exc:
-            conn.close()
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            store.close()
             raise _state_error(exc, path) from None
         return store
 
@@ -183,6 +224,9 @@ class SqliteStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the writer lock
+                self._lock_fd = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -213,17 +257,19 @@ class SqliteStore:
 
     # -- detection state -----------------------------------------------------------------------
     def load_query(self, query: str) -> tuple[QueryHealth, Snapshot | None]:
-        rows = self._read("SELECT state FROM query_health WHERE query=?", (query,))
-        health = QueryHealth.from_json(json.loads(rows[0][0])) if rows else QueryHealth()
-        rows = self._read("SELECT taken_at, specs FROM snapshots WHERE query=?", (query,))
-        snapshot = Snapshot.from_json(rows[0][0], json.loads(rows[0][1])) if rows else None
+        health_rows = self._read("SELECT state FROM query_health WHERE query=?", (query,))
+        snap_rows = self._read("SELECT taken_at, specs FROM snapshots WHERE query=?", (query,))
+        with _decoding(self.path):
+            health = QueryHealth.from_json(json.loads(health_rows[0][0])) if health_rows else QueryHealth()
+            snapshot = Snapshot.from_json(snap_rows[0][0], json.loads(snap_rows[0][1])) if snap_rows else None
         return health, snapshot
 
     def load_watch_states(self, names: Sequence[str]) -> dict[str, WatchState | None]:
         result: dict[str, WatchState | None] = dict.fromkeys(names)
-        for name, state in self._read("SELECT watch, state FROM watch_state"):
-            if name in result:
-                result[name] = WatchState.from_json(json.loads(state))
+        with _decoding(self.path):
+            for name, state in self._read("SELECT watch, state FROM watch_state"):
+                if name in result:
+                    result[name] = WatchState.from_json(json.loads(state))
         return result
 
     def commit_poll(self, query: str, result: PollResult, outgoing: Sequence[Outgoing], now: float) -> list[int]:
@@ -425,16 +471,16 @@ class StateReader:
             raise _state_error(exc, self.path) from None
 
     def watch_states(self) -> dict[str, tuple[str, float, WatchState]]:
-        return {
-            r[0]: (r[1], r[2], WatchState.from_json(json.loads(r[3])))
-            for r in self._rows("SELECT watch, query, updated_at, state FROM watch_state")
-        }
+        rows = self._rows("SELECT watch, query, updated_at, state FROM watch_state")
+        with _decoding(self.path):
+            return {r[0]: (r[1], r[2], WatchState.from_json(json.loads(r[3]))) for r in rows}
 
     def query(self, query: str) -> tuple[QueryHealth | None, Snapshot | None]:
-        rows = self._rows("SELECT state FROM query_health WHERE query=?", (query,))
-        health = QueryHealth.from_json(json.loads(rows[0][0])) if rows else None
-        rows = self._rows("SELECT taken_at, specs FROM snapshots WHERE query=?", (query,))
-        snapshot = Snapshot.from_json(rows[0][0], json.loads(rows[0][1])) if rows else None
+        health_rows = self._rows("SELECT state FROM query_health WHERE query=?", (query,))
+        snap_rows = self._rows("SELECT taken_at, specs FROM snapshots WHERE query=?", (query,))
+        with _decoding(self.path):
+            health = QueryHealth.from_json(json.loads(health_rows[0][0])) if health_rows else None
+            snapshot = Snapshot.from_json(snap_rows[0][0], json.loads(snap_rows[0][1])) if snap_rows else None
         return health, snapshot
 
     def events(self, *, watch: str | None = None, since: float | None = None, limit: int = 10000) -> list[Event]:
@@ -448,7 +494,9 @@ class StateReader:
             args.append(since)
         sql += " ORDER BY at, seq LIMIT ?"
         args.append(limit)
-        return [Event(r[0], r[1], r[2], r[4], r[3], json.loads(r[5])) for r in self._rows(sql, args)]
+        rows = self._rows(sql, args)
+        with _decoding(self.path):
+            return [Event(r[0], r[1], r[2], r[4], r[3], json.loads(r[5])) for r in rows]
 
     def outbox_summary(self) -> dict[str, dict[str, int]]:
         """Per watch: counts of deliveries by status."""

@@ -140,6 +140,7 @@ class HttpReceiver:
         self.status = 200
         self.reply = "ok"
         self.hang = False
+        self.delay = 0.0  # seconds to wait before answering (the request is recorded at once)
         self.server: HttpServer | None = None
 
     async def handle(self, request: Request) -> Response:
@@ -152,6 +153,10 @@ class HttpReceiver:
         if status == 200:
             with self.lock:
                 self.requests.append(request)
+        if self.delay:
+            import anyio
+
+            await anyio.sleep(self.delay)
         return Response.text(reply, status)
 
     @property

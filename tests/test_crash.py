@@ -220,3 +220,25 @@ def test_a_read_only_state_directory_is_a_clear_error(
     assert proc.returncode == 1
     assert "read-only" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_delivery_that_cannot_be_recorded_is_not_resent(
+    tmp_path: Path, tiny_fs: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    """The disk fills while a message is being delivered: it must not go out again and again."""
+    path = fs_config(tmp_path, sim, webhook, tiny_fs / "state")
+    daemon = Process([*MONITOR, "run", "-c", str(path)])
+    try:
+        webhook.wait(1)
+        webhook.delay = 2.0
+        sim.sim.set_spec(V100, no_resource=False)
+        webhook.wait(2)  # the message is in flight now (recorded on arrival, answered in 2 s)
+        filler = fill(tiny_fs)
+        daemon.wait_line("delivery bookkeeping failed", 20)
+        polls = len(sim.sim.records())
+        wait_for(lambda: len(sim.sim.records()) > polls, 20, "another poll")
+        assert len(webhook.requests) == 2  # delivered once, never resent
+        filler.unlink()
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()

@@ -222,6 +222,7 @@ def test_unexpected_state_dir_problems_are_a_clear_message(
     blocker = tmp_path / "state"
     blocker.write_text("a file where the state directory should be")
     proc = subprocess.run([*MONITOR, "run", "-c", str(path)], capture_output=True, text=True, env=cli_env(), timeout=30)
-    assert proc.returncode == 1
-    assert "state" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 78
+    assert "monitor.state_dir" in proc.stderr and "is not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert os.path.isfile(blocker)

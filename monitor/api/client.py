@@ -215,7 +215,15 @@ class ModelArtsClient:
                 self.blocked_until = time.monotonic() + LOCKOUT_PAUSE
                 self.blocked_error = error
             if error.category == REFRESH:
-                error.category = CREDENTIALS if self.account.auth != "password" else PERMANENT
+                if self.account.auth == "token":
+                    source = self._static_token.source if self._static_token else "token"
+                    error.reason = (
+                        f"the token was rejected and {source} holds no newer one: renew the token there "
+                        f"({error.code or 'HTTP ' + str(error.status)})"
+                    )
+                    error.category = CREDENTIALS
+                else:
+                    error.category = PERMANENT
             raise error
 
     async def _send(
@@ -437,11 +445,11 @@ def _retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²"
         return min(float(value), 3600.0)
     try:
         when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
+    except Exception:
         return None
     return max(0.0, min(when - now, 3600.0))
 
