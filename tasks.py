@@ -3,6 +3,7 @@
 
     python3 tasks.py demo            # the simulator, the daemon and live alerts
     python3 tasks.py test            # the whole test suite
+    python3 tasks.py bench           # the benchmarks (about 9 minutes; see bench/README.md)
     python3 tasks.py test -k signer  # extra arguments go to pytest / the demo
 
 The environment lives in .venv next to this file and is (re)installed only when
@@ -46,13 +47,16 @@ def ensure_env(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "test", "bench"):
         print(__doc__.strip())
         return 64
     command, rest = argv[0], argv[1:]
     if command == "demo":
         ensure_env("")
         return subprocess.call([str(BIN / "modelarts-monitor"), "demo", *rest], cwd=ROOT)
+    if command == "bench":
+        ensure_env("")
+        return subprocess.call([str(PYTHON), str(ROOT / "bench" / "run.py"), *rest], cwd=ROOT)
     ensure_env("test")
     status = subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
     if status == 5:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -108,3 +112,70 @@ def percentile(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class Receiver:
+    """A json:// receiver in a thread: notes when each (spec, new state) first arrives."""
+
+    def __init__(self, line: re.Pattern[str] | None = None) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        from monitor.httpserver import HttpServer, Response
+
+        self.arrivals: list[tuple[float, str, str]] = []
+        self.messages = 0
+        self.lock = threading.Lock()
+
+        async def handle(request: Any) -> Any:
+            now = time.time()
+            body = json.loads(request.body)
+            with self.lock:
+                self.messages += 1
+                for m in line.finditer(body.get("message", "")) if line else ():
+                    self.arrivals.append((now, m["code"], m["state"]))
+            return Response.text("ok")
+
+        self._cm = start_blocking_portal()
+        self.portal = self._cm.__enter__()
+        self.server = HttpServer(handle)
+        self.portal.start_task_soon(self.server.serve)
+        while self.server.port == 0:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.portal.call(self.portal.stop, True)  # cancel the server
+        self._cm.__exit__(None, None, None)
+
+
+def write_config(workdir: Path, sim_url: str, receiver_url: str, watches: str, monitor: str = "") -> Path:
+    """A configuration for the simulator's account, one notifier, and the given [[watch]] tables."""
+    path = workdir / "config.toml"
+    path.write_text(
+        textwrap.dedent(f"""\
+            [monitor]
+            state_dir = "{workdir / "state"}"
+            log_level = "warning"
+            """)
+        + textwrap.dedent(monitor)
+        + textwrap.dedent(f"""
+            [accounts.sim]
+            access_key = "{AK}"
+            secret_key = "{SK}"
+            endpoint = "{sim_url}"
+            iam_endpoint = "{sim_url}"
+
+            [notifiers.receiver]
+            urls = ["{receiver_url}"]
+
+            """)
+        + textwrap.dedent(watches)
+    )
+    path.chmod(0o600)
+    return path
+
+
+def watch(name: str, **keys: object) -> str:
+    """One [[watch]] table in the simulator's region and project."""
+    lines = [f'[[watch]]\nname = "{name}"\nregion = "cn-north-4"\nproject_id = "{PROJECT}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n\n"

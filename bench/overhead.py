@@ -13,7 +13,6 @@ import random
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import anyio
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import AK, PROJECT, SK, percentile, simulator
+from common import AK, PROJECT, SK, percentile, simulator, watch, write_config
 
 from monitor.api import signer
 from monitor.config import load_config
@@ -33,28 +32,9 @@ BLOCKS = 10
 
 
 async def measure(sim_url: str, workdir: Path, vary: str = "") -> dict[str, float]:
-    config_path = workdir / "config.toml"
-    config_path.write_text(
-        textwrap.dedent(f"""\
-        [monitor]
-        state_dir = "{workdir / "state"}"
-        [accounts.sim]
-        access_key = "{AK}"
-        secret_key = "{SK}"
-        endpoint = "{sim_url}"
-        iam_endpoint = "{sim_url}"
-        [notifiers.none]
-        urls = ["json://127.0.0.1:9/never"]
-        [[watch]]
-        name = "gpus"
-        region = "cn-north-4"
-        project_id = "{PROJECT}"
-        job_type = "train"
-        min_gpu_num = 0
-        notify = []
-        """)
+    config_path = write_config(
+        workdir, sim_url, "json://127.0.0.1:9/never", watch("gpus", job_type="train", min_gpu_num=0, notify=[])
     )
-    config_path.chmod(0o600)
     config = load_config(config_path)
     query = config.watches[0].query
     daemon = Daemon(config)
