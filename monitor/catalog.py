@@ -262,5 +262,3 @@ def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
 
-
-CATALOGS = {JobSpecCatalog.name: JobSpecCatalog}

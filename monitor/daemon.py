@@ -144,14 +144,12 @@ class Daemon:
         self._commit_lock = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
         self._in_flight: set[tuple[str, str]] = set()
-        self._delivery_tg: anyio.abc.TaskGroup | None = None
         self.cycles = 0
         self.delivered = 0
         self.delivery_failures = 0
         self.dropped = 0
         self._last_heartbeat = 0.0
         self.started_at = time.time()
-        self.reload_count = 0
         self._skew_alerted: dict[str, set[str]] = {}
         self.metrics: Any = None  # set by the web endpoint when http_listen is on
         self.delivery_stats: Counter[tuple[str, str]] = Counter()  # (notifier, sent|failed|dropped)
@@ -394,7 +392,6 @@ class Daemon:
             if self._tg is not None:
                 for q, _ in new:
                     self._start_loop(self.runtimes[q.key])
-            self.reload_count += 1
             added = sorted(names - {w.name for w in old.watches})
             removed = sorted({w.name for w in old.watches} - names)
             log.info(
@@ -590,7 +587,6 @@ class Daemon:
     # -- delivery -----------------------------------------------------------------------------
     async def _deliver_loop(self) -> None:
         async with anyio.create_task_group() as tg:
-            self._delivery_tg = tg
             limiter = anyio.CapacityLimiter(DELIVERY_CONCURRENCY)
             while True:
                 self._deliver_wake = anyio.Event()

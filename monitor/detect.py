@@ -130,7 +130,6 @@ class QueryHealth:
     failures: int = 0
     first_failure_at: float | None = None
     last_error: str | None = None
-    last_category: str | None = None
     alerted: list[str] = field(default_factory=list)  # watches that got `degraded`
     empty_streak: int = 0
     last_success_at: float | None = None
@@ -443,7 +442,6 @@ def process_poll(
             failures=health.failures + 1,
             first_failure_at=health.first_failure_at if health.failures else now,
             last_error=error.describe(),
-            last_category=error.category,
             last_poll_at=now,
             alerted=list(health.alerted),
         )
@@ -497,7 +495,6 @@ def process_poll(
         failures=0,
         first_failure_at=None,
         last_error=None,
-        last_category=None,
         alerted=[],
         last_success_at=now,
         last_poll_at=now,

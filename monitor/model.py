@@ -19,7 +19,6 @@ DEGRADED = "degraded"  # failure_alert_after consecutive failed polls
 RECOVERED = "recovered"  # first good poll after a degraded alert
 CLOCK_SKEW = "clock_skew"  # this host's clock is more than 5 minutes off the API's
 HEALTH_KINDS = (BASELINE, DEGRADED, RECOVERED, CLOCK_SKEW)
-ALL_EVENT_KINDS = (*SPEC_EVENT_KINDS, FLAPPING, STABLE, REMINDER, *HEALTH_KINDS)
 
 
 class Spec(NamedTuple):
@@ -60,9 +59,6 @@ class Snapshot:
 
     taken_at: float
     specs: tuple[Spec, ...]
-
-    def by_key(self) -> dict[str, Spec]:
-        return {s.key: s for s in self.specs}
 
     def to_json(self) -> list[Any]:
         """Each spec as an array in field order (a tuple encodes fast, in C)."""

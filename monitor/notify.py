@@ -91,10 +91,6 @@ class AppriseNotifier:
     def knows(self, key: str) -> bool:
         return key in self._urls
 
-    def notifier_of(self, key: str) -> Notifier | None:
-        entry = self._urls.get(key)
-        return entry[2] if entry else None
-
     async def send(self, key: str, title: str, body: str) -> None:
         """Deliver to one URL; raises DeliveryError with a redacted reason."""
         entry = self._urls.get(key)

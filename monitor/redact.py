@@ -93,11 +93,6 @@ def url_secrets(url: str) -> list[str]:
     return found
 
 
-def register_url(url: str) -> None:
-    for secret in url_secrets(url):
-        register(secret)
-
-
 def registered() -> frozenset[str]:
     with _lock:
         return frozenset(_secrets)

@@ -59,7 +59,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, next_at);
 CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (watch, url_key, status, id);
 """
 
-PENDING, SENT, DROPPED, HELD, MERGED = "pending", "sent", "dropped", "held", "merged"
+PENDING, SENT, DROPPED, HELD = "pending", "sent", "dropped", "held"  # and "merged" into a digest
 
 
 @dataclass(frozen=True)

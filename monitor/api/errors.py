@@ -33,7 +33,6 @@ CLOCK = "clock"
 PERMANENT = "permanent"
 CREDENTIALS = "credentials"
 ACCOUNT = "account"
-CATEGORIES = (TRANSIENT, REFRESH, CLOCK, PERMANENT, CREDENTIALS, ACCOUNT)
 
 
 @dataclass(frozen=True)
