@@ -287,6 +287,39 @@ def write_config(
     return path
 
 
+V100_WATCH = """
+    [[watch]]
+    name = "v100"
+    region = "cn-north-4"
+    job_type = "train"
+    gpu_types = ["v100"]
+    """
+
+
+def hook_config(
+    tmp_path: Path,
+    sim: SimHandle,
+    webhook: HttpReceiver,
+    *,
+    url_suffix: str = "",
+    extra_notifiers: str = "",
+    extra_watches: str = "",
+    **kwargs: Any,
+) -> Path:
+    """The usual configuration: one json:// notifier ("hook") to ``webhook`` and the "v100" watch."""
+    notifiers = f"""
+        [notifiers.hook]
+        urls = ["json://127.0.0.1:{webhook.port}/alerts{url_suffix}"]
+        """
+    return write_config(
+        tmp_path,
+        sim.url,
+        notifiers=textwrap.dedent(notifiers) + textwrap.dedent(extra_notifiers),
+        watches=textwrap.dedent(V100_WATCH) + textwrap.dedent(extra_watches),
+        **kwargs,
+    )
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
     env.update(extra)

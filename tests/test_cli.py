@@ -8,7 +8,17 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, SmtpSink, cli_env, free_port, wait_for, write_config
+from .conftest import (
+    MONITOR,
+    HttpReceiver,
+    SimHandle,
+    SmtpSink,
+    cli_env,
+    free_port,
+    hook_config,
+    wait_for,
+    write_config,
+)
 
 V100 = "modelarts.vm.gpu.v100"
 
@@ -18,28 +28,13 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, extra_notifiers: str = "") -> str:
-    return str(
-        write_config(
-            tmp_path,
-            sim.url,
-            notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        {extra_notifiers}
-        """,
-            watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
+    all_gpus = """
         [[watch]]
         name = "all-gpus"
         region = "cn-north-4"
         job_type = "train"
-        """,
-        )
-    )
+        """
+    return str(hook_config(tmp_path, sim, webhook, extra_notifiers=extra_notifiers, extra_watches=all_gpus))
 
 
 def test_once_prints_the_watched_specs_without_storing_anything(

@@ -13,7 +13,7 @@ import pytest
 
 from monitor.store import StateReader
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, wait_for, write_config
+from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, hook_config, wait_for, write_config
 from .test_process import Process
 
 V100 = "modelarts.vm.gpu.v100"
@@ -152,21 +152,7 @@ def fill(directory: Path) -> Path:
 
 
 def fs_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, state: Path) -> Path:
-    path = write_config(
-        tmp_path,
-        sim.url,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """,
-        watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        """,
-    )
+    path = hook_config(tmp_path, sim, webhook)
     path.write_text(path.read_text().replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{state}"'))
     return path
 

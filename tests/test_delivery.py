@@ -16,31 +16,18 @@ from monitor.config import load_config
 from monitor.daemon import ScaledClock
 from monitor.store import StateReader
 
-from .conftest import HttpReceiver, SimHandle, eventually, free_port, running, write_config
+from .conftest import V100_WATCH, HttpReceiver, SimHandle, eventually, free_port, running, write_config
 
 pytestmark = pytest.mark.anyio
 V100 = "modelarts.vm.gpu.v100"
 
 
 def hook_config(tmp_path: Path, sim: SimHandle, urls: str, interval: str = "60s") -> Any:
-    return load_config(
-        write_config(
-            tmp_path,
-            sim.url,
-            interval=interval,
-            notifiers=f"""
+    notifiers = f"""
         [notifiers.hook]
         urls = [{urls}]
-        """,
-            watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        """,
-        )
-    )
+        """
+    return load_config(write_config(tmp_path, sim.url, interval=interval, notifiers=notifiers, watches=V100_WATCH))
 
 
 def outbox(config: Any) -> dict[str, int]:

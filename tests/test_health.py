@@ -11,38 +11,27 @@ from monitor.config import load_config
 from monitor.daemon import ScaledClock
 from monitor.simulator import Fault
 
-from .conftest import HttpReceiver, SimHandle, eventually, running, write_config
+from .conftest import HttpReceiver, SimHandle, eventually, running
+from .conftest import hook_config as usual_config
 
 pytestmark = pytest.mark.anyio
 V100 = "modelarts.vm.gpu.v100"
 
 
+A100_WATCH = """
+    [[watch]]
+    name = "a100"
+    region = "cn-north-4"
+    job_type = "train"
+    gpu_types = ["a100"]
+    """
+
+
 def hook_config(
-    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monitor: str = "", notifier: str = "", watch: str = ""
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monitor: str = "", notifier: str = ""
 ) -> Path:
-    return write_config(
-        tmp_path,
-        sim.url,
-        monitor=monitor,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        {notifier}
-        """,
-        watches=f"""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        {watch}
-        [[watch]]
-        name = "a100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["a100"]
-        """,
-    )
+    """The usual configuration plus an "a100" watch on the same query."""
+    return usual_config(tmp_path, sim, webhook, monitor=monitor, extra_notifiers=notifier, extra_watches=A100_WATCH)
 
 
 async def test_exactly_one_degraded_and_one_recovered_per_watch(

@@ -14,7 +14,7 @@ import pytest
 
 from monitor.store import StateReader
 
-from .conftest import MONITOR, OUTPUTS, HttpReceiver, SimHandle, cli_env, wait_for, write_config
+from .conftest import MONITOR, OUTPUTS, HttpReceiver, SimHandle, cli_env, hook_config, wait_for
 
 V100 = "modelarts.vm.gpu.v100"
 
@@ -65,21 +65,7 @@ class Process:
 
 
 def config_for(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> Path:
-    return write_config(
-        tmp_path,
-        sim.url,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """,
-        watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        """,
-    )
+    return hook_config(tmp_path, sim, webhook)
 
 
 def stored(state_dir: Path, what: str) -> object:

@@ -19,32 +19,14 @@ from monitor.model import Snapshot, Spec
 from monitor.schedule import poll_backoff
 from monitor.simulator import Fault
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, eventually, running, wait_for, write_config
+from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, eventually, hook_config, running, wait_for
 from .test_process import Process
 
 V100 = "modelarts.vm.gpu.v100"
 
 
-def hook_config(
-    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, monitor: str = "", account: str = "", notifier: str = ""
-) -> Path:
-    return write_config(
-        tmp_path,
-        sim.url,
-        monitor=monitor,
-        account=account,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts{notifier}"]
-        """,
-        watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        """,
-    )
+def v100_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, *, notifier: str = "") -> Path:
+    return hook_config(tmp_path, sim, webhook, url_suffix=notifier)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +37,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_reload_that_replaces_an_account_mid_poll_keeps_the_daemon_running(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    path = hook_config(tmp_path, sim, webhook)
+    path = v100_config(tmp_path, sim, webhook)
     daemon = Process([*MONITOR, "run", "-c", str(path)])
     try:
         webhook.wait(1)
@@ -88,7 +70,7 @@ def test_backoff_after_very_many_failures_stays_finite() -> None:
 
 
 def test_a_second_stop_signal_stops_at_once_and_cleanly(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
-    daemon = Process([*MONITOR, "run", "-c", str(hook_config(tmp_path, sim, webhook))])
+    daemon = Process([*MONITOR, "run", "-c", str(v100_config(tmp_path, sim, webhook))])
     try:
         webhook.wait(1)
         webhook.hang = True  # a delivery that would hold the stop for its whole grace period
@@ -105,7 +87,7 @@ def test_a_second_stop_signal_stops_at_once_and_cleanly(tmp_path: Path, sim: Sim
 
 
 def test_a_reload_request_during_start_up_is_not_fatal(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
-    path = hook_config(tmp_path, sim, webhook)
+    path = v100_config(tmp_path, sim, webhook)
     daemon = Process([*MONITOR, "run", "-c", str(path)])
     try:
         # The database opens before the daemon listens for signals: a reload request sent now
@@ -120,7 +102,7 @@ def test_a_reload_request_during_start_up_is_not_fatal(tmp_path: Path, sim: SimH
 
 
 def test_two_daemons_on_one_state_directory_refuse(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
-    path = hook_config(tmp_path, sim, webhook)
+    path = v100_config(tmp_path, sim, webhook)
     first = Process([*MONITOR, "run", "-c", str(path)])
     try:
         webhook.wait(1)
@@ -143,7 +125,7 @@ async def test_a_rotated_notifier_url_still_gets_what_was_waiting(
     from monitor.daemon import ScaledClock
 
     webhook.status = 500
-    path = hook_config(tmp_path, sim, webhook, notifier="-OLDTOKEN11")
+    path = v100_config(tmp_path, sim, webhook, notifier="-OLDTOKEN11")
     async with running(load_config(path), clock=ScaledClock(60)) as daemon:
         await eventually(lambda: daemon.delivery_failures >= 1, what="a failed delivery")
         webhook.status = 200
@@ -262,7 +244,7 @@ def test_bad_command_lines_say_what_is_wrong(args: list[str], words: str) -> Non
 def test_a_damaged_record_in_the_database_is_a_clear_error(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    path = hook_config(tmp_path, sim, webhook)
+    path = v100_config(tmp_path, sim, webhook)
     assert run_cli("once", "--notify", "-c", str(path)).returncode == 0
     conn = sqlite3.connect(tmp_path / "state" / "state.db")
     conn.execute("UPDATE watch_state SET state = 'not json'")

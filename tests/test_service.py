@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, wait_for, write_config
+from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, hook_config, wait_for
 from .test_process import Process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,23 +146,7 @@ class NotifySocket:
 def service_config(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, extra_watch: str = "", monitor: str = ""
 ) -> Path:
-    return write_config(
-        tmp_path,
-        sim.url,
-        monitor=monitor,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """,
-        watches="""
-        [[watch]]
-        name = "v100"
-        region = "cn-north-4"
-        job_type = "train"
-        gpu_types = ["v100"]
-        """
-        + extra_watch,
-    )
+    return hook_config(tmp_path, sim, webhook, extra_watches=extra_watch, monitor=monitor)
 
 
 def test_sd_notify_ready_status_watchdog_reload_and_stopping(
