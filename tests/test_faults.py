@@ -186,3 +186,38 @@ async def test_a_failed_or_partial_answer_never_produces_spec_events(data: dict[
         after = {s.key: s for s in outcome.specs}
         for e in spec_events:
             assert before.get(e.spec_key) != after.get(e.spec_key), e
+
+
+async def test_a_connection_that_is_never_accepted_times_out() -> None:
+    """A listener whose backlog is full: the SYN is never answered, the connect times out."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue; later connects hang in SYN-SENT
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        account = Account(
+            name="x",
+            auth="aksk",
+            access_key=Secret("a1a1"),
+            secret_key=Secret("b1b1"),
+            endpoint=f"http://127.0.0.1:{port}",
+            iam_endpoint=f"http://127.0.0.1:{port}",
+        )
+        async with httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as http:
+            client = ModelArtsClient(account, http, timeout=1.0)
+            with pytest.raises(PollError) as info:
+                await client.fetch_snapshot(QUERY)
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+    assert "within" in info.value.reason and "127.0.0.1" in info.value.reason
+    assert info.value.category == "transient"
