@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -46,6 +47,19 @@ def ensure_env(extras: str) -> None:
     stamp.write_text("\n".join([*previous, want]) + "\n")
 
 
+def run_forwarding_signals(args: list[str]) -> int:
+    """Run a command and pass SIGINT/SIGTERM on to it, so it stops cleanly and its status is ours."""
+    child = subprocess.Popen(args, cwd=ROOT)
+
+    def forward(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return child.wait()
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench"):
         print(__doc__.strip())
@@ -53,7 +67,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "demo":
         ensure_env("")
-        return subprocess.call([str(BIN / "modelarts-monitor"), "demo", *rest], cwd=ROOT)
+        return run_forwarding_signals([str(BIN / "modelarts-monitor"), "demo", *rest])
     if command == "bench":
         ensure_env("")
         return subprocess.call([str(PYTHON), str(ROOT / "bench" / "run.py"), *rest], cwd=ROOT)

@@ -261,4 +261,3 @@ def _show(value: Any) -> str:
         return "missing"
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
-

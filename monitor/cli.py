@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notifier", metavar="NAME", action="append", help="only this notifier (repeatable)")
     p = sub.add_parser(
         "simulate",
+        epilog="Control API on the same port (loopback only): GET/POST/DELETE /_sim/specs[/<spec_code>], "
+        "POST/DELETE /_sim/faults, POST /_sim/clock, GET /_sim/requests; see the README.",
         help="serve the stand-in ModelArts/IAM API",
         description="A local stand-in for the ModelArts and IAM APIs that checks "
         "signatures and tokens like the real ones, with capacity that changes over time.",
@@ -253,6 +255,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _check_online(config: Config) -> int:
+    """One authenticated call per account and region its watches use, with a verdict each."""
     import time
 
     import anyio
@@ -260,39 +263,41 @@ async def _check_online(config: Config) -> int:
     from .api.client import ModelArtsClient, build_http_client
     from .errors import PollError
 
-    failed = 0
-    results: dict[str, str] = {}
+    results: dict[str, list[tuple[str, str, bool]]] = {}
 
     async def one(name: str) -> None:
-        nonlocal failed
         account = config.accounts[name]
-        watches = [w for w in config.watches if w.account == name]
+        first_by_region = {w.region: w for w in reversed([w for w in config.watches if w.account == name])}
+        regions = sorted(first_by_region)
         async with build_http_client(account, config.monitor.timeout) as http:
             client = ModelArtsClient(account, http, timeout=config.monitor.timeout)
-            started = time.monotonic()
-            try:
-                if watches:
-                    snapshot = await client.fetch_snapshot(watches[0].query)
-                    what = f"{len(snapshot.specs)} specs listed in {watches[0].region}"
-                else:
-                    region = "cn-north-4"
-                    project = await client.resolve_project(region)
-                    what = f"project {project} found for {region}"
-                took = (time.monotonic() - started) * 1000
-                results[name] = f"OK: authenticated ({account.auth}), {what} in {took:.0f} ms"
-            except PollError as exc:
-                failed += 1
-                results[name] = f"FAILED: {exc.describe()}"
+            for region in regions:  # one after another: the first call shows whether the key works
+                started = time.monotonic()
+                try:
+                    snapshot = await client.fetch_snapshot(first_by_region[region].query)
+                    took = (time.monotonic() - started) * 1000
+                    verdict = f"OK: authenticated ({account.auth}), {len(snapshot.specs)} specs listed in {took:.0f} ms"
+                    results[name].append((region, verdict, True))
+                except PollError as exc:
+                    results[name].append((region, f"FAILED: {exc.describe()}", False))
 
+    for name in config.accounts:
+        results[name] = []
     async with anyio.create_task_group() as tg:
         for name in config.accounts:
             tg.start_soon(one, name)
+    checked = failed = 0
     for name in config.accounts:
-        print(f"account {name}: {results[name]}")
+        if not results[name]:
+            print(f"account {name}: not used by any watch (not checked)")
+        for region, verdict, ok in results[name]:
+            checked += 1
+            failed += not ok
+            print(f"account {name}, region {region}: {verdict}")
     if failed:
-        print(f"{failed} of {len(config.accounts)} account(s) failed", file=sys.stderr)
+        print(f"{failed} of {checked} account/region check(s) failed", file=sys.stderr)
         return EXIT_FAILURE
-    print("all accounts authenticated")
+    print(f"all {checked} account/region check(s) passed")
     return EXIT_OK
 
 

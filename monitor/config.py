@@ -278,6 +278,17 @@ def load_config(
                 )
             ]
         ) from None
+    except PermissionError:
+        raise ConfigError(
+            [
+                Problem(
+                    name,
+                    "",
+                    f"cannot read: permission denied for this user (uid {os.getuid()}); the service's "
+                    "dynamic user needs read access (mode 0644), so keep secrets in credentials (cred:)",
+                )
+            ]
+        ) from None
     except OSError as exc:
         raise ConfigError([Problem(name, "", f"cannot read: {exc.strerror or exc}")]) from None
     try:
@@ -320,7 +331,8 @@ def parse_config(
     if readable_by_others and reader.literal_secrets:
         warnings.append(
             f"{file}: holds literal secrets ({', '.join(reader.literal_secrets)}) but other "
-            f"users can read it; run 'chmod 600 {file}' or use env:, file: or cred: references"
+            f"users can read it; move them to cred: (systemd credentials), file: or env: references, "
+            f"or run 'chmod 600 {file}' if only this user runs the monitor"
         )
     config = Config(
         path=Path(file),

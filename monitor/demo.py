@@ -151,10 +151,11 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
         daemon = Daemon(config)
 
         async def stop_on_signal() -> None:
+            # Ctrl-C may arrive twice (from the terminal and passed on by tasks.py): keep
+            # listening, so the second one cannot interrupt the clean stop.
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     daemon.stop()
-                    return
 
         async def stop_when_unwatched() -> None:
             await stop_demo.wait()

@@ -83,11 +83,29 @@ def setup_logging(log_format: str = "auto", level: str = "info", stream: TextIO 
     else:
         handler.setFormatter(TextFormatter(journald=journald and log_format == "auto"))
     handler.addFilter(RedactingFilter())
+    threshold = getattr(logging, level.upper(), logging.INFO)
+    handler.setLevel(threshold)
+    # Libraries that log per request (or per send) below WARNING: noise, except when debugging.
+    handler.addFilter(_LibraryFloor(logging.DEBUG if level == "debug" else logging.WARNING))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # Libraries that log per request at INFO: one line per successful poll is noise.
-    for name in ("httpx", "httpcore", "apprise", "hpack", "asyncio"):
-        logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.INFO)
+    root.setLevel(threshold)
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+
+
+_LIBRARIES = ("httpx", "httpcore", "apprise", "hpack", "asyncio", "hypercorn")
+
+
+class _LibraryFloor(logging.Filter):
+    """Drop library records below ``floor`` (apprise is made to log DEBUG while it sends, for
+    the failure reasons; those lines are for us, not the log)."""
+
+    def __init__(self, floor: int):
+        super().__init__()
+        self.floor = floor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.floor or record.name.split(".")[0] not in _LIBRARIES

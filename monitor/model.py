@@ -124,8 +124,11 @@ class Event:
         }
 
     def to_public_json(self) -> dict[str, Any]:
-        """For --json output: the time as ISO 8601 UTC as well."""
-        return {**self.to_json(), "time": iso_time(self.at)}
+        """For --json output: the time as ISO 8601 UTC too, and vcpus/memory_gib as in the specs."""
+        data = dict(self.data)
+        if "core" in data or "cpu" in data:
+            data.update(spec_numbers(str(data.pop("core", "")), str(data.pop("cpu", ""))))
+        return {**self.to_json(), "data": data, "time": iso_time(self.at)}
 
 
 def iso_time(ts: float | None) -> str | None:

@@ -12,8 +12,10 @@ entries, redacted, and carried in a DeliveryError for the outbox to retry.
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -123,33 +125,68 @@ def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str
         ap.add(conf)
         match = tag or apprise.common.MATCH_ALL_TAG
     entries: list[str] = []
+    details: list[str] = []
 
     def collect(entry: Any, _plugin: Any = None) -> None:
-        level = getattr(entry, "level", "")
-        message = getattr(entry, "message", str(entry))
-        if str(level).upper() in ("WARNING", "ERROR", "CRITICAL") or "response" in message.lower():
+        level = str(getattr(entry, "level", "")).upper()
+        message = str(getattr(entry, "message", entry))
+        if level in ("WARNING", "ERROR", "CRITICAL") or "response" in message.lower():
             entries.append(message)
+        elif message.startswith("Socket Exception"):
+            # "...[Errno 111] Connection refused": the part a person needs
+            found = _ERRNO.findall(message)
+            details.append((found[-1] if found else message.partition(":")[2]).strip().lower())
 
-    try:
-        result = ap.notify(
-            body=body,
-            title=title,
-            body_format=apprise.NotifyFormat.MARKDOWN,
-            tag=match,
-            log_level=logging.DEBUG,
-            log_callback=collect,
-        )
-    except TypeError:  # apprise before 2.0: no log capture, a plain bool
-        result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.MARKDOWN, tag=match)
+    with _apprise_debug():
+        try:
+            result = ap.notify(
+                body=body,
+                title=title,
+                body_format=apprise.NotifyFormat.MARKDOWN,
+                tag=match,
+                log_level=logging.DEBUG,
+                log_callback=collect,
+            )
+        except TypeError:  # apprise before 2.0: no log capture, a plain bool
+            result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.MARKDOWN, tag=match)
     if result:
         return
     if not entries:
         for service in _services(result):
             entries.extend(getattr(e, "message", str(e)) for e in service.logs())
-    reason = "; ".join(dict.fromkeys(e.strip() for e in entries if e.strip())) or "apprise reported a failure"
+    reason = "; ".join(dict.fromkeys(e.strip().rstrip(".") for e in entries if e.strip()))
+    reason = reason or "apprise reported a failure"
+    if details:
+        reason += f" ({', '.join(dict.fromkeys(details))})"
     if len(reason) > 300:
         reason = reason[:297] + "..."
     raise DeliveryError(redact(reason))
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+_debug_lock = threading.Lock()
+_debug_users = 0
+_debug_previous = logging.NOTSET
+
+
+@contextmanager
+def _apprise_debug() -> Iterator[None]:
+    """apprise says why a send failed (connection refused, an SMTP code) only at DEBUG; the log
+    handler keeps such library lines out of the log (logs._LibraryFloor)."""
+    global _debug_users, _debug_previous
+    logger = logging.getLogger("apprise")
+    with _debug_lock:
+        if _debug_users == 0:
+            _debug_previous = logger.level
+            logger.setLevel(logging.DEBUG)
+        _debug_users += 1
+    try:
+        yield
+    finally:
+        with _debug_lock:
+            _debug_users -= 1
+            if _debug_users == 0:
+                logger.setLevel(_debug_previous)
 
 
 def _services(result: Any) -> list[Any]:

@@ -183,8 +183,23 @@ def test_check_online_gives_a_verdict_per_account(tmp_path: Path, sim: SimHandle
     path = config(tmp_path, sim, webhook)
     good = run("check", "--online", "-c", path)
     assert good.returncode == 0, good.stderr
-    assert "account sim: OK: authenticated (aksk)" in good.stdout and "all accounts authenticated" in good.stdout
+    assert "account sim, region cn-north-4: OK: authenticated (aksk)" in good.stdout
+    assert "all 1 account/region check(s) passed" in good.stdout
     Path(path).write_text(Path(path).read_text().replace('secret_key = "', 'secret_key = "x'))
     bad = run("check", "--online", "-c", path)
     assert bad.returncode == 1
-    assert "account sim: FAILED: authentication rejected" in bad.stdout
+    assert "account sim, region cn-north-4: FAILED: authentication rejected" in bad.stdout
+
+
+def test_check_online_tries_every_region_the_watches_use(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
+    elsewhere = """
+        [[watch]]
+        name = "nowhere"
+        region = "xx-nowhere-1"
+        job_type = "train"
+        """
+    path = hook_config(tmp_path, sim, webhook, extra_watches=elsewhere)
+    proc = run("check", "--online", "-c", str(path))
+    assert proc.returncode == 1
+    assert "account sim, region cn-north-4: OK" in proc.stdout
+    assert "account sim, region xx-nowhere-1: FAILED: IAM knows no project named 'xx-nowhere-1'" in proc.stdout

@@ -46,9 +46,9 @@ async def poll_with(sim: SimHandle, fault: Fault, timeout: float = 1.0) -> PollE
 @pytest.mark.parametrize(
     ("fault", "words"),
     [
-        (Fault(delay=5), "no complete answer from 127.0.0.1 within 1s (timeout)"),
-        (Fault(trickle=0.3), "no complete answer from 127.0.0.1 within 1s (timeout)"),
-        (Fault(reset=True), "the connection to 127.0.0.1 broke mid-answer"),
+        (Fault(delay=5), "within 1s (timeout)"),
+        (Fault(trickle=0.3), "within 1s (timeout)"),
+        (Fault(reset=True), "broke mid-answer"),
         (Fault(size=6 * 1024 * 1024), "larger than 5 MiB"),
         (
             Fault(

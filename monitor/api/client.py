@@ -231,7 +231,8 @@ class ModelArtsClient:
     ) -> Answer:
         query = signer.canonical_query(params)
         full = f"{url}?{query}" if query else url
-        host = urlsplit(url).hostname or url
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2] or url  # host:port, so a wrong port shows
         try:
             with anyio.fail_after(self.timeout):
                 async with self.http.stream(method, full, headers=headers, content=body or None) as resp:
