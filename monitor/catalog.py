@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import PollError
 from .model import Query, Snapshot, Spec
@@ -36,7 +36,7 @@ def error_fields(data: Any) -> tuple[str | None, str | None, str | None]:
     def text(value: Any) -> str | None:
         if value is None or isinstance(value, (dict, list)):
             return None
-        value = str(value).strip()
+        value = printable(str(value).strip())
         return value[:MAX_ERROR_TEXT] or None
 
     request_id = text(data.get("request_id") or data.get("requestId"))
@@ -151,6 +151,7 @@ def _parse_spec(index: int, raw: Any) -> Spec:
     if not (
         type(code) is str
         and code
+        and code.isprintable()  # no newline (a forged log line), no lone surrogate (unstorable)
         and not code[0].isspace()
         and not code[-1].isspace()
         and type(no_resource) is bool
@@ -168,14 +169,12 @@ def _parse_spec(index: int, raw: Any) -> Spec:
         no_resource=no_resource,
         max_num=max_num,
         gpu_num=gpu_num,
-        gpu_type=gpu_type.strip(),
+        gpu_type=printable(gpu_type.strip()),
         spec_id=spec_id if type(spec_id) is int else _as_int(spec_id),
-        core=core if type(core) is str and len(core) <= 64 and core == core.strip() else _as_text(core),
-        cpu=cpu if type(cpu) is str and len(cpu) <= 64 and cpu == cpu.strip() else _as_text(cpu),
+        core=core if _plain(core) else _as_text(core),
+        cpu=cpu if _plain(cpu) else _as_text(cpu),
         unit_num=unit_num if type(unit_num) is int else _as_int(unit_num),
-        storage=storage
-        if type(storage) is str and len(storage) <= 64 and storage == storage.strip()
-        else _as_text(storage),
+        storage=storage if _plain(storage) else _as_text(storage),
         interface_type=interface_type if type(interface_type) is int else _as_int(interface_type),
     )
 
@@ -186,6 +185,8 @@ def _lenient_fields(index: int, raw: dict[str, Any]) -> tuple[str, bool, int, in
     if not isinstance(code, str) or not code.strip():
         raise PollError(f"malformed answer: specs[{index}].spec_code is {_show(code)}")
     code = code.strip()
+    if not code.isprintable():
+        raise PollError(f"malformed answer: specs[{index}].spec_code holds control or invalid characters")
     where = f"spec {code!r}"
     no_resource = _as_bool(raw.get("no_resource"))
     if no_resource is None:
@@ -202,6 +203,19 @@ def _lenient_fields(index: int, raw: dict[str, Any]) -> tuple[str, bool, int, in
     elif not isinstance(gpu_type, str):
         raise PollError(f"malformed answer: {where} gpu_type is {_show(gpu_type)}")
     return code, no_resource, max_num, gpu_num, gpu_type
+
+
+def _plain(value: Any) -> TypeGuard[str]:
+    """A short printable string without surrounding spaces: kept as it is."""
+    return type(value) is str and len(value) <= 64 and value.isprintable() and value == value.strip()
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates replaced (they would forge log lines
+    or fail to store)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -236,7 +250,7 @@ def _as_text(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return ""
     if isinstance(value, (int, str)):
-        return str(value).strip()[:64]
+        return printable(str(value).strip()[:64])
     if isinstance(value, float) and math.isfinite(value):
         return f"{value:g}"
     return ""

@@ -186,9 +186,9 @@ def _load(args: argparse.Namespace, *, check_urls: bool = False, resolve_secrets
 
 
 def _print_json(data: Any) -> None:
-    from .redact import redact
+    from .redact import redact_data
 
-    print(redact(json.dumps(data, indent=2, ensure_ascii=False)))
+    print(json.dumps(redact_data(data), indent=2, ensure_ascii=False))
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -313,7 +313,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     from .logs import setup_logging
 
-    setup_logging("text", "warning" if not args.notify else config.monitor.log_level)
+    setup_logging("text", "warning")  # quiet unless something is wrong: cron mails any output
     return anyio.run(_once, config, args)
 
 
@@ -337,6 +337,7 @@ async def _once(config: Config, args: argparse.Namespace) -> int:
         from .store import SqliteStore
 
         daemon.store = await anyio.to_thread.run_sync(SqliteStore.open, config.monitor.state_dir)
+        await daemon.remember_clock_alerts()
     else:
         daemon.store = None
     try:
@@ -371,6 +372,7 @@ async def _once(config: Config, args: argparse.Namespace) -> int:
                 from .store import SqliteStore
 
                 assert isinstance(daemon.store, SqliteStore)
+                daemon.add_clock_events(query, watches, result, now)
                 outgoing = daemon.messages_for(watches, result, now)
                 await anyio.to_thread.run_sync(daemon.store.commit_poll, query.key, result, outgoing, now)
             for w in watches:

@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,8 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(name, "", f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(name, "", "not valid TOML: nested too deeply")]) from None
     try:
         mode = file.stat().st_mode
     except OSError:
@@ -683,7 +686,7 @@ class _Reader:
             return None
         host, sep, port = value.rpartition(":")
         host = host.strip("[]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or "/" in host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             self.problem(where, f'expected "HOST:PORT" such as "127.0.0.1:9464", got {value!r}')
             return None
         return host, int(port)
@@ -835,6 +838,8 @@ class _Reader:
         seen: set[str] = set()
         for i, body in enumerate(raw):
             name = body.get("name") if isinstance(body, dict) else None
+            if isinstance(name, str):
+                name = unicodedata.normalize("NFC", name)
             if isinstance(name, str) and name in seen:
                 self.problem(f"watch[{i}].name", f"{name!r} is used by another watch; names must be unique")
             if isinstance(name, str):
@@ -872,7 +877,9 @@ class _Reader:
             path,
         )
         name = self.string(table, "name", path)
-        if name is not None and (not name.strip() or len(name) > 100 or any(ord(c) < 32 for c in name)):
+        if name is not None:
+            name = unicodedata.normalize("NFC", name)  # "café" typed two ways is one name
+        if name is not None and (not name.strip() or len(name) > 100 or not name.isprintable()):
             self.problem(f"{path}.name", "expected a short name without control characters")
         account = self.string(table, "account", path, default=None)
         if account is None and "account" not in table:

@@ -49,7 +49,10 @@ log = logging.getLogger("monitor")
 STOP_GRACE = 10.0  # SPEC: give pending deliveries up to 10 s on stop
 HEALTH_FLUSH_EVERY = 30.0
 DELIVERY_BOOKKEEPING_RETRY = 30.0
-STATUS_EVERY = 2.0  # at most this often a STATUS= line to systemd
+STATUS_EVERY = 2.0
+LAST_SEND_MARGIN = (
+    4.0  # no send starts in the last seconds of the stop's grace period  # at most this often a STATUS= line to systemd
+)
 STATE_ALERT_AFTER = 3  # failed commits in a row before the team is told directly
 DELIVERY_CONCURRENCY = 8
 PRUNE_EVERY = 3600.0
@@ -140,6 +143,7 @@ class Daemon:
         self.stopped = anyio.Event()
         self._stop_requested = anyio.Event()
         self._hurry = anyio.Event()  # a second stop signal: skip the grace period
+        self._no_new_sends = False  # the end of the stop's grace period is near
         self._deliver_wake = anyio.Event()
         self._commit_lock = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -158,6 +162,7 @@ class Daemon:
         self._dirty_health: dict[str, QueryHealth] = {}  # quiet polls not yet written
         self._status_sent = -STATUS_EVERY
         self._state_failures = 0  # consecutive failed commits
+        self.state_error: str | None = None  # why the last commit failed, until one succeeds
         self._state_alerted = False
         self._unrecorded: set[int] = set()  # delivered, but the outbox could not be told
         self._lane_hold: dict[tuple[str, str], float] = {}  # lanes whose retry could not be stored
@@ -169,6 +174,7 @@ class Daemon:
             self.store = await anyio.to_thread.run_sync(SqliteStore.open, self.config.monitor.state_dir)
             await self.build_clients()
             await self._load_runtimes(list(self.config.queries().items()))
+            await self.remember_clock_alerts()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if handle_signals:
@@ -267,7 +273,7 @@ class Daemon:
         self.clients = {}
         for name, account in self.config.accounts.items():
             previous = old.pop(name, None)
-            if previous is not None and previous.account == account:
+            if previous is not None and previous.account == account and previous.timeout == self.config.monitor.timeout:
                 self.clients[name] = previous
                 continue
             http = build_http_client(account, self.config.monitor.timeout, self.config.monitor.max_concurrency * 2)
@@ -347,6 +353,7 @@ class Daemon:
             log.warning(
                 "state_dir changed to %s: that takes a restart; still using %s", config.monitor.state_dir, old.state_dir
             )
+            config = replace(config, monitor=replace(config.monitor, state_dir=old.state_dir))
         if config.monitor.http_listen != old.http_listen:
             log.warning("http_listen changed: that takes a restart")
         if (config.monitor.log_format, config.monitor.log_level) != (old.log_format, old.log_level):
@@ -434,7 +441,13 @@ class Daemon:
                 rt.last_lag = rt.in_cycle_since - rt.next_due
                 if self.metrics is not None:
                     self.metrics.observe_lag(rt.query, rt.last_lag)
-                result = await self.run_cycle(rt.query)
+                try:
+                    result = await self.run_cycle(rt.query)
+                except Exception:
+                    log.error(
+                        "%s: unexpected error in a poll cycle; trying again later", rt.query.describe(), exc_info=True
+                    )
+                    result = None  # the next cycle comes on schedule
                 rt.in_cycle_since = None
                 now = self.clock.monotonic()
                 rt.heartbeat = now
@@ -497,7 +510,7 @@ class Daemon:
                     result.health.failures, error.category, rt.interval, error.retry_after, self.rng
                 )
             result.health = replace(result.health, retry_at=retry_at)
-            self._add_clock_events(query, watches, result, now)
+            self.add_clock_events(query, watches, result, now)
             outgoing = self.messages_for(watches, result, now)
             assert self.store is not None
             quiet = (
@@ -551,7 +564,15 @@ class Daemon:
         self._maybe_heartbeat()
         return result
 
-    def _add_clock_events(self, query: Query, watches: list[Watch], result: PollResult, now: float) -> None:
+    async def remember_clock_alerts(self) -> None:
+        """Watches told about clock skew in the last day are not told again after a restart."""
+        assert self.store is not None
+        told = await self.db(self.store.watches_with_event, CLOCK_SKEW, self.clock.time() - 86400)
+        for w in self.config.watches:
+            if w.name in told:
+                self._skew_alerted.setdefault(w.account, set()).add(w.name)
+
+    def add_clock_events(self, query: Query, watches: list[Watch], result: PollResult, now: float) -> None:
         """Tell each watch once when this host's clock is more than 5 minutes off the API's."""
         client = self.clients.get(query.account)
         if client is None:
@@ -601,6 +622,8 @@ class Daemon:
 
     async def deliver_due(self, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
         assert self.store is not None
+        if self._no_new_sends:
+            return
         now = self.clock.time()
         await self._release_held(now)
         due = await self.db(self.store.due_deliveries, now, 200)
@@ -630,7 +653,8 @@ class Daemon:
     async def _deliver_one(self, d: Delivery, limiter: anyio.CapacityLimiter) -> None:
         assert self.store is not None
         store = self.store
-        label = f"{d.notifier} ({d.url_label})"
+        url_label = self.notifier.label(d.url_key) if self.notifier.knows(d.url_key) else d.url_label
+        label = f"{d.notifier} ({url_label})"
         try:
             if not self.notifier.knows(d.url_key):
                 await self.db(store.mark_dropped, d.id, "notifier URL no longer configured", self.clock.time())
@@ -663,10 +687,13 @@ class Daemon:
                 'delivered "%s" to %s',
                 d.title,
                 label,
-                extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+                extra={"watch": d.watch, "notifier": d.notifier, "url": label},
             )
-        except StateError as exc:
-            log.error("delivery bookkeeping failed: %s", exc)
+        except Exception as exc:
+            if isinstance(exc, StateError):
+                log.error("delivery bookkeeping failed: %s", exc)
+            else:
+                log.error("unexpected error delivering to %s", d.notifier, exc_info=True)
             lane = _delivery_lane(d)
             self._lane_hold[lane] = max(self._lane_hold.get(lane, 0.0), self.clock.time() + DELIVERY_BOOKKEEPING_RETRY)
         finally:
@@ -692,7 +719,7 @@ class Daemon:
                 d.attempts + 1,
                 why,
                 exc.reason,
-                extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+                extra={"watch": d.watch, "notifier": d.notifier, "url": label},
             )
             return
         # Hold the lane in memory too: if the outbox cannot store the retry time, it must not
@@ -706,13 +733,24 @@ class Daemon:
             d.attempts + 1,
             exc.reason,
             format_duration(delay),
-            extra={"watch": d.watch, "notifier": d.notifier, "url": d.url_label},
+            extra={"watch": d.watch, "notifier": d.notifier, "url": label},
         )
 
     async def _drain(self) -> None:
-        """On stop: send what is due now, until nothing is due or the grace period ends."""
+        """On stop: send what is due now, until nothing is due or the grace period ends.
+
+        Near its end no new send starts, so the ones under way can finish: a send cut off
+        half-way may have arrived, and would be sent again after a restart.
+        """
         assert self.store is not None
+        last_call = time.monotonic() + STOP_GRACE - LAST_SEND_MARGIN
         while True:
+            if time.monotonic() >= last_call:
+                self._no_new_sends = True
+                if not self._in_flight:
+                    return
+                await anyio.sleep(0.05)
+                continue
             now = self.clock.time()
             due = [
                 d
@@ -756,6 +794,7 @@ class Daemon:
     def _state_failed(self, exc: StateError) -> None:
         """Tell the team, once and directly, when changes can no longer be stored."""
         self._state_failures += 1
+        self.state_error = str(exc)
         if self._state_failures < STATE_ALERT_AFTER or self._state_alerted:
             return
         self._state_alerted = True
@@ -767,6 +806,7 @@ class Daemon:
 
     def _state_recovered(self) -> None:
         self._state_failures = 0
+        self.state_error = None
         if self._state_alerted:
             self._state_alerted = False
             self._notice_all(

@@ -32,7 +32,8 @@ log_level = "warning"
 [accounts.demo]
 auth = "aksk"
 access_key = "{access_key}"
-secret_key = "env:MODELARTS_DEMO_SECRET_KEY"
+# The simulator's published demo key (so a kept configuration works on its own).
+secret_key = "{secret_key}"
 endpoint = "{endpoint}"
 iam_endpoint = "{endpoint}"
 
@@ -74,7 +75,7 @@ def run_demo(duration: str | None = None, keep: str | None = None) -> int:
     import anyio
 
     seconds = None
-    if duration:
+    if duration is not None:
         from .durations import parse_duration
 
         try:
@@ -84,8 +85,18 @@ def run_demo(duration: str | None = None, keep: str | None = None) -> int:
             return EXIT_USAGE
     if keep:
         workdir = Path(keep).expanduser()
+        config = workdir / "config.toml"
         try:
             workdir.mkdir(parents=True, exist_ok=True)
+            if config.exists() and not config.read_text(errors="replace").startswith(DEMO_CONFIG.splitlines()[0]):
+                print(
+                    f"error: --keep {keep}: {config} exists and is not a demo configuration; choose another directory",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            probe = workdir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
         except OSError as exc:
             print(f"error: --keep {keep}: cannot use it as a directory: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -132,6 +143,7 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
         config_path = workdir / "config.toml"
         config_path.write_text(
             DEMO_CONFIG.format(
+                secret_key=account.secret_key,
                 state_dir=state_dir,
                 access_key=account.access_key,
                 endpoint=simulator.url,
@@ -139,7 +151,6 @@ async def _demo(workdir: Path, seconds: float | None) -> int:
             )
         )
         config_path.chmod(0o600)
-        os.environ["MODELARTS_DEMO_SECRET_KEY"] = account.secret_key or ""
         config = load_config(config_path)
         setup_logging("text", "warning")
         print(_style("modelarts-monitor demo", _BOLD))

@@ -24,7 +24,7 @@ import anyio.lowlevel
 
 from .config import Notifier
 from .errors import DeliveryError
-from .redact import mask_url, redact
+from .redact import mask_url, redact, register, url_secrets
 from .store import Target
 
 log = logging.getLogger("monitor.notify")
@@ -65,65 +65,99 @@ async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, timeout: float)
 
 
 class AppriseNotifier:
-    """Knows each notifier's URLs and delivers one message to one of them."""
+    """Knows each notifier's URLs and delivers one message to one of them.
+
+    A URL is known by its notifier and position (``team-slack#0``), not by its text,
+    so a rotated token (a new URL in the same place) still gets what is waiting in
+    the outbox. An apprise configuration file is opened up into its URLs
+    (``team-slack#config0``, ...), each delivered, retried and masked on its own.
+    """
 
     def __init__(self, notifiers: Mapping[str, Notifier], *, timeout: float = SEND_TIMEOUT):
         self.timeout = timeout
-        # A URL is known by its notifier and position ("team-slack#0"), not by its text, so a
-        # rotated token (a new URL in the same place) still gets what is waiting in the outbox.
-        self._urls: dict[str, tuple[str, str, Notifier]] = {}  # key -> (kind, value, notifier)
+        self._urls: dict[str, str] = {}  # key -> URL
         self._targets: dict[str, list[Target]] = {}
+        self._unexpanded: list[Notifier] = []
         for notifier in notifiers.values():
-            targets = []
-            for index, secret in enumerate(notifier.urls):
-                url = secret.reveal()
-                key = f"{notifier.name}#{index}"
-                self._urls[key] = ("url", url, notifier)
-                targets.append(Target(notifier.name, key, mask_url(url)))
+            self._targets[notifier.name] = [
+                self._add(f"{notifier.name}#{index}", secret.reveal(), notifier.name)
+                for index, secret in enumerate(notifier.urls)
+            ]
             if notifier.config is not None:
-                key = f"{notifier.name}#config"
-                self._urls[key] = ("config", str(notifier.config), notifier)
-                label = f"apprise config {notifier.config}" + (f" tag {notifier.tag}" if notifier.tag else "")
-                targets.append(Target(notifier.name, key, label))
-            self._targets[notifier.name] = targets
+                self._unexpanded.append(notifier)
+
+    def _add(self, key: str, url: str, notifier: str) -> Target:
+        self._urls[key] = url
+        return Target(notifier, key, mask_url(url))
+
+    def _expand(self) -> None:
+        """Read the apprise configuration files (only when they are first needed: apprise is slow)."""
+        still: list[Notifier] = []
+        for notifier in self._unexpanded:
+            assert notifier.config is not None
+            try:
+                urls = config_file_urls(str(notifier.config), notifier.tag)
+            except DeliveryError as exc:
+                log.error("notifier %s: %s; trying again with the next message", notifier.name, exc.reason)
+                still.append(notifier)
+                continue
+            for index, url in enumerate(urls):
+                for part in url_secrets(url):
+                    register(part)
+                self._targets[notifier.name].append(self._add(f"{notifier.name}#config{index}", url, notifier.name))
+        self._unexpanded = still
 
     def targets(self, names: Iterable[str]) -> list[Target]:
+        if self._unexpanded:
+            self._expand()
         return [t for name in names for t in self._targets.get(name, [])]
 
     def knows(self, key: str) -> bool:
+        if self._unexpanded:
+            self._expand()
         return key in self._urls
+
+    def label(self, key: str) -> str:
+        """The URL as it is configured now, masked (after a rotation it differs from the outbox's)."""
+        url = self._urls.get(key)
+        return mask_url(url) if url else key
 
     async def send(self, key: str, title: str, body: str) -> None:
         """Deliver to one URL; raises DeliveryError with a redacted reason."""
-        entry = self._urls.get(key)
-        if entry is None:
+        url = self._urls.get(key)
+        if url is None:
             raise DeliveryError("the notifier URL is no longer configured", permanent=True)
-        kind, value, notifier = entry
         try:
-            await run_in_daemon_thread(
-                _send_blocking, kind, value, notifier.tag, title, body, self.timeout, timeout=self.timeout + 5
-            )
+            await run_in_daemon_thread(_send_blocking, url, title, body, timeout=self.timeout + 5)
         except TimeoutError:
             raise DeliveryError(f"no answer within {self.timeout:g}s (the notifier hangs)") from None
 
 
-def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str, timeout: float) -> None:
+def config_file_urls(path: str, tag: str | None) -> list[str]:
+    """The URLs an apprise configuration file holds (with ``tag``: those so tagged), in file order."""
+    import apprise
+
+    conf = apprise.AppriseConfig()
+    if not conf.add(path):
+        raise DeliveryError(f"cannot read the apprise configuration {path}")
+    if tag:
+        ap = apprise.Apprise()
+        ap.add(conf)
+        services = list(ap.find(tag))
+    else:
+        services = conf.services()
+    return [str(s.url(privacy=False)) for s in services]  # type: ignore[no-untyped-call]
+
+
+def _send_blocking(url: str, title: str, body: str) -> None:
     import apprise
 
     asset = apprise.AppriseAsset(
         app_id="modelarts-monitor", app_desc="modelarts-monitor", app_url="https://github.com/"
     )
     ap = apprise.Apprise(asset=asset)
-    if kind == "url":
-        if not ap.add(value):
-            raise DeliveryError(f"apprise does not understand {mask_url(value)}", permanent=True)
-        match: Any = apprise.common.MATCH_ALL_TAG
-    else:
-        conf = apprise.AppriseConfig()
-        if not conf.add(value):
-            raise DeliveryError(f"cannot read the apprise configuration {value}", permanent=True)
-        ap.add(conf)
-        match = tag or apprise.common.MATCH_ALL_TAG
+    if not ap.add(url):
+        raise DeliveryError(f"apprise does not understand {mask_url(url)}", permanent=True)
     entries: list[str] = []
     details: list[str] = []
 
@@ -143,12 +177,11 @@ def _send_blocking(kind: str, value: str, tag: str | None, title: str, body: str
                 body=body,
                 title=title,
                 body_format=apprise.NotifyFormat.MARKDOWN,
-                tag=match,
                 log_level=logging.DEBUG,
                 log_callback=collect,
             )
         except TypeError:  # apprise before 2.0: no log capture, a plain bool
-            result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.MARKDOWN, tag=match)
+            result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.MARKDOWN)
     if result:
         return
     if not entries:

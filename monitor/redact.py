@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
@@ -113,10 +114,23 @@ def redact(text: str) -> str:
         with _lock:
             if not _secrets:
                 return text
-            # Longest first, so a secret that contains another is masked whole.
+            # Longest first, so a secret that contains another is masked whole; never inside a
+            # longer word or number (a 4-digit password must not garble a timestamp).
             ordered = sorted(_secrets, key=len, reverse=True)
-            pattern = _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            alternatives = "|".join(re.escape(s) for s in ordered)
+            pattern = _pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
     return pattern.sub(MASK, text)
+
+
+def redact_data(data: Any) -> Any:
+    """Redact every string in a JSON-like value (not its text: that could break the JSON)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_data(k): redact_data(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(v) for v in data]
+    return data
 
 
 def mask_url(url: str) -> str:

@@ -107,6 +107,10 @@ def _decoding(path: Path) -> Iterator[None]:
 
 def _state_error(exc: BaseException, path: Path) -> StateError:
     text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in text:
+        return StateError(
+            f"cannot use the state database {path}: disk I/O error (is the disk full, or the file system read-only?)"
+        )
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
         return StateError(f"cannot write the state database {path}: the disk is full")
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in text.replace("-", "").replace(" ", ""):
@@ -142,7 +146,7 @@ def _take_writer_lock(state_dir: Path) -> int:
     import fcntl
 
     path = state_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -422,6 +426,9 @@ class SqliteStore:
                 (DROPPED, now, error, delivery_id),
             )
 
+    def watches_with_event(self, kind: str, since: float) -> set[str]:
+        return {r[0] for r in self._read("SELECT DISTINCT watch FROM events WHERE kind = ? AND at >= ?", (kind, since))}
+
     def pending_count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM outbox WHERE status='pending'")[0][0])
 
@@ -453,10 +460,19 @@ class StateReader:
         path = state_dir / DB_NAME
         if not path.exists():
             return None
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(path))}?mode=ro"  # a path may hold '#', '?' or '%'
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            conn = sqlite3.connect(uri, uri=True, timeout=5)
+            try:
+                conn.execute("SELECT 1 FROM meta").fetchall()
+            except sqlite3.OperationalError:
+                # On a read-only mount no -shm file can be made: read the file as it is.
+                conn.close()
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=5)
+                conn.execute("SELECT 1 FROM meta").fetchall()
             conn.execute("PRAGMA query_only=ON")
-            conn.execute("SELECT 1 FROM meta").fetchall()
         except sqlite3.Error as exc:
             raise _state_error(exc, path) from None
         return cls(conn, path)

@@ -23,7 +23,7 @@ import anyio.to_thread
 from . import __version__
 from .errors import MonitorError
 from .model import Query, iso_time
-from .redact import redact
+from .redact import redact, redact_data
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -33,6 +33,7 @@ log = logging.getLogger("monitor.web")
 QUERY_LABELS = ("account", "region", "job_type", "engine_id", "project_type")
 SPEC_LABELS = ("watch", "region", "job_type", "spec_code", "gpu_type")
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+PAGE_CACHE_SECONDS = 5.0
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -156,6 +157,8 @@ def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
     problems = []
     if not daemon.loops_alive():
         problems.append("a polling loop is stalled")
+    if daemon.state_error is not None:
+        problems.append(f"changes cannot be stored: {daemon.state_error}")
     alert_after = daemon.config.monitor.failure_alert_after
     for rt in daemon.runtimes.values():
         where = rt.query.describe()
@@ -186,6 +189,19 @@ class WebApp:
     def __init__(self, daemon: Daemon, metrics: Metrics):
         self.daemon = daemon
         self.metrics = metrics
+        # Rendering a large page costs real CPU and memory: one rendering at a time, and
+        # requests within a few seconds of it get the same text.
+        self._render_lock = anyio.Lock()
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def _cached(self, what: str, render: Callable[[], str]) -> str:
+        async with self._render_lock:
+            hit = self._cache.get(what)
+            if hit is not None and anyio.current_time() - hit[0] < PAGE_CACHE_SECONDS:
+                return hit[1]
+            text = await anyio.to_thread.run_sync(render)
+            self._cache[what] = (anyio.current_time(), text)
+            return text
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -196,6 +212,9 @@ class WebApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})  # nothing here speaks websocket
+            return
         if scope["type"] != "http":
             return
         status, content_type, body = await self.route(scope["method"], scope["path"])
@@ -205,6 +224,8 @@ class WebApp:
             (b"cache-control", b"no-store"),
             (b"x-content-type-options", b"nosniff"),
         ]
+        if status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
@@ -218,10 +239,10 @@ class WebApp:
                 code, data = health(self.daemon)
                 return code, "application/json", json.dumps(data).encode()
             if path in ("/", "/index.html"):
-                html = await anyio.to_thread.run_sync(self._render_page)
+                html = await self._cached("page", self._render_page)
                 return 200, "text/html; charset=utf-8", html.encode()
             if path == "/api/status":
-                text = await anyio.to_thread.run_sync(self._render_json)
+                text = await self._cached("json", self._render_json)
                 return 200, "application/json", text.encode()
         except MonitorError as exc:
             return 503, "text/plain; charset=utf-8", f"{exc}\n".encode()
@@ -251,7 +272,7 @@ class WebApp:
         data = self._status()
         for item in data["pending"]:
             item.pop("url", None)  # not even masked: the page and its JSON show notifier names only
-        return redact(json.dumps(data, ensure_ascii=False))
+        return json.dumps(redact_data(data), ensure_ascii=False)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -281,7 +302,7 @@ async def serve_web(daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] =
     metrics = Metrics(daemon)
     daemon.metrics = metrics
     task_status.started()
-    log.info("status page, /metrics and /healthz on http://%s:%d/", host, port)
+    log.info("status page, /metrics and /healthz on http://%s:%d/", f"[{host}]" if ":" in host else host, port)
     try:
         # hypercorn shuts down gracefully when the daemon starts stopping; the daemon waits for
         # that before it cancels its task group (a cancelled hypercorn shutdown trips over itself).

@@ -19,7 +19,17 @@ from monitor.model import Snapshot, Spec
 from monitor.schedule import poll_backoff
 from monitor.simulator import Fault
 
-from .conftest import MONITOR, HttpReceiver, SimHandle, cli_env, eventually, hook_config, running, wait_for
+from .conftest import (
+    MONITOR,
+    HttpReceiver,
+    SimHandle,
+    cli_env,
+    eventually,
+    hook_config,
+    running,
+    wait_for,
+    write_config,
+)
 from .test_process import Process
 
 V100 = "modelarts.vm.gpu.v100"
@@ -270,3 +280,179 @@ def test_an_echoed_secret_never_leaves_in_a_poll_error() -> None:
         "malformed answer: an HTML page ('<p>echoed-secret-key-123</p>')", request_id="id-echoed-secret-key-123"
     )
     assert "echoed-secret-key-123" not in error.describe()
+
+
+# -- found in a second round ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", ["x\ud800", "a\n2026-12-03 18:00:00 error   FAKE LINE", "tab\there"])
+def test_a_spec_code_with_control_or_invalid_characters_is_a_failed_poll(code: str) -> None:
+    import json
+
+    from monitor.catalog import JobSpecCatalog
+
+    body = json.dumps(
+        {
+            "is_success": True,
+            "specs": [{"spec_code": code, "no_resource": False, "max_num": 1, "gpu_num": 1, "gpu_type": "v100"}],
+        }
+    )
+    with pytest.raises(PollError, match="control or invalid characters"):
+        JobSpecCatalog.parse(body.encode(), 0.0)
+
+
+def test_an_error_message_with_a_lone_surrogate_does_not_stop_the_daemon(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    path = v100_config(tmp_path, sim, webhook)
+    sim.sim.inject(
+        Fault(status=500, body='{"error_code": "ModelArts.0010", "error_msg": "bad \\\\ud800 thing"}'), count=-1
+    )
+    proc = run_cli("once", "--notify", "-c", str(path))
+    assert proc.returncode == 1 and "ModelArts internal error" in proc.stdout, proc.stdout + proc.stderr
+    assert "unexpected" not in proc.stderr
+
+
+@pytest.mark.anyio
+async def test_each_url_of_an_apprise_config_file_is_its_own_delivery(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    from monitor.daemon import ScaledClock
+
+    apprise_file = tmp_path / "apprise.yml"
+    apprise_file.write_text(
+        "urls:\n"
+        "  - json://127.0.0.1:9/dead:\n      tag: gpu\n"
+        f"  - json://127.0.0.1:{webhook.port}/hook/ConfTok3nSecret:\n      tag: gpu\n"
+        "  - json://127.0.0.1:9/other:\n      tag: other\n"
+    )
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
+        [notifiers.file]
+        config = "{apprise_file}"
+        tag = "gpu"
+        """,
+        watches="""
+        [[watch]]
+        name = "v100"
+        region = "cn-north-4"
+        job_type = "train"
+        gpu_types = ["v100"]
+        """,
+    )
+    async with running(load_config(path), clock=ScaledClock(60)) as daemon:
+        await eventually(lambda: len(webhook.requests) >= 1, what="the baseline at the live URL")
+        await eventually(lambda: daemon.delivery_failures >= 3, timeout=20, what="retries to the dead URL")
+        targets = daemon.notifier.targets(["file"])
+    assert len(webhook.requests) == 1  # the working URL got it once, whatever the dead one did
+    assert [t.url_key for t in targets] == ["file#config0", "file#config1"]  # the "other" tag is left out
+    assert all("ConfTok3nSecret" not in t.url_label for t in targets)
+    assert redact.redact("see /hook/ConfTok3nSecret") == "see /hook/***"
+
+
+@pytest.mark.anyio
+async def test_a_stop_during_a_backlog_leaves_nothing_to_send_twice(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    from monitor.store import StateReader
+
+    webhook.delay = 0.3
+    many = "".join(f'[[watch]]\nname = "w{i}"\nregion = "cn-north-4"\njob_type = "train"\n' for i in range(60))
+    path = write_config(
+        tmp_path,
+        sim.url,
+        notifiers=f"""
+        [notifiers.hook]
+        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
+        """,
+        watches=many,
+    )
+    async with running(load_config(path)) as daemon:
+        await eventually(lambda: daemon.cycles >= 1 and len(webhook.requests) >= 1, what="the backlog to start")
+    # Stopped with a backlog: whatever reached the receiver was recorded as sent.
+    reader = StateReader.open(tmp_path / "state")
+    assert reader is not None
+    try:
+        sent = reader.outbox_summary()
+    finally:
+        reader.close()
+    assert sum(counts.get("sent", 0) for counts in sent.values()) == len(webhook.requests)
+
+
+def test_a_state_dir_with_odd_characters_is_read_back(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
+    path = v100_config(tmp_path, sim, webhook)
+    odd = tmp_path / "st#1 ?x %20"
+    path.write_text(path.read_text().replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{odd}"'))
+    assert run_cli("once", "--notify", "-c", str(path)).returncode == 0
+    status = run_cli("status", "--json", "-c", str(path))
+    assert status.returncode == 0, status.stderr
+    assert not (tmp_path / "st").exists()
+
+
+def test_a_short_secret_never_garbles_json_output(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver) -> None:
+    import json
+
+    path = v100_config(tmp_path, sim, webhook)
+    path.write_text(path.read_text().replace('urls = ["json://', 'urls = ["json://user:1796@127.0.0.1:9/x", "json://'))
+    assert run_cli("once", "--notify", "-c", str(path)).returncode in (0, 1)
+    for args in (["status", "--json"], ["history", "--json"], ["once", "--json"]):
+        proc = run_cli(*args, "-c", str(path))
+        json.loads(proc.stdout)  # still JSON
+
+
+@pytest.mark.anyio
+async def test_a_reload_keeps_the_state_dir_and_applies_the_timeout(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    path = v100_config(tmp_path, sim, webhook)
+    async with running(load_config(path)) as daemon:
+        path.write_text(
+            path.read_text()
+            .replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{tmp_path / "elsewhere"}"')
+            .replace('timeout = "5s"', 'timeout = "2s"')
+        )
+        assert await daemon.reload_from_file()
+        assert daemon.config.monitor.state_dir == tmp_path / "state"
+        assert daemon.clients["sim"].timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a = " + "[" * 2000, "nested too deeply"),
+        ('[monitor]\nhttp_listen = "http://127.0.0.1:9464"', "monitor.http_listen"),
+    ],
+)
+def test_more_configuration_that_is_rejected_clearly(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    proc = run_cli("check", "-c", str(path))
+    assert proc.returncode == 78 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_demo_keep_never_overwrites_another_configuration(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("# my own\n")
+    proc = run_cli("demo", "--keep", str(tmp_path), "--duration", "1s")
+    assert proc.returncode == 64 and "is not a demo configuration" in proc.stderr
+    assert (tmp_path / "config.toml").read_text() == "# my own\n"
+
+
+def test_the_simulator_refuses_bad_faults_and_keeps_serving(sim: SimHandle) -> None:
+    import httpx
+
+    for bad in (
+        '{"trickle": -1}',
+        '{"delay": "nan"}',
+        '{"status": "abc"}',
+        '{"headers": "x"}',
+        '{"count": 1e400}',
+        '{"size": 1e12}',
+        '{"bogus": 1}',
+        "[1]",
+        "not json",
+    ):
+        answer = httpx.post(sim.url + "/_sim/faults", content=bad)
+        assert answer.status_code == 400, bad
+    assert httpx.post(sim.url + "/_sim/clock", json={"offset": 1e12}).status_code == 400
+    assert httpx.get(sim.url + "/_sim/specs").status_code == 200

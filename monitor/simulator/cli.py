@@ -11,7 +11,7 @@ from ..errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 def parse_listen(text: str) -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         return None
     return host, int(port)
 

@@ -117,14 +117,20 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     if path is None:
         text, name = default_scenario_text(), "demo.toml"
     else:
+        from ..config import read_small_file
+
         try:
-            text, name = Path(path).read_text(encoding="utf-8"), str(path)
+            text, name = read_small_file(Path(path)).decode("utf-8"), str(path)
         except OSError as exc:
-            raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ScenarioError(f"{path}: not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{name}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(f"{name}: not valid TOML: nested too deeply") from None
     try:
         return parse_scenario(data)
     except (KeyError, TypeError, ValueError) as exc:
@@ -132,7 +138,14 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:
-    accounts = [SimAccount(**a) for a in data.get("accounts", [])]
+    accounts = []
+    for i, raw in enumerate(data.get("accounts", [])):
+        unknown = set(raw) - set(SimAccount.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"accounts[{i}]: unknown keys {sorted(unknown)}")
+        if any(not isinstance(v, str) for v in raw.values()):
+            raise ValueError(f"accounts[{i}]: every value must be a string")
+        accounts.append(SimAccount(**raw))
     projects = [SimProject(str(p["id"]), str(p["name"])) for p in data.get("projects", [])]
     specs = []
     for i, raw in enumerate(data.get("specs", [])):

@@ -510,9 +510,8 @@ class Simulator:
                 self.remove_spec(path.removeprefix("/_sim/specs/"))
                 return Response.json({"ok": True})
             if path == "/_sim/faults" and request.method == "POST":
-                data = request.json()
-                count = int(data.pop("count", 1))
-                self.inject(Fault(**data), count)
+                fault, count = _fault_from(request.json())
+                self.inject(fault, count)
                 return Response.json({"ok": True})
             if path == "/_sim/faults" and request.method == "DELETE":
                 self.clear_faults()
@@ -521,13 +520,54 @@ class Simulator:
                 self.vary = str(request.json().get("mode", ""))
                 return Response.json({"ok": True})
             if path == "/_sim/clock" and request.method == "POST":
-                self.clock_offset = float(request.json().get("offset", 0))
+                offset = request.json().get("offset", 0)
+                if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not abs(offset) < 1e9:
+                    raise ValueError("offset: expected seconds, a number within +-1e9")
+                self.clock_offset = float(offset)
                 return Response.json({"ok": True})
             if path == "/_sim/requests" and request.method == "GET":
                 return Response.json({"requests": [r.__dict__ for r in self.records("")]})
         except (ValueError, TypeError) as exc:
             return Response.json({"error": str(exc)}, 400)
         return Response.json({"error": "unknown control call"}, 404)
+
+
+def _fault_from(data: Any) -> tuple[Fault, int]:
+    """A Fault from the control API's JSON, every field checked (a bad one is a 400, not a crash)."""
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    data = dict(data)
+
+    def number(name: str, low: float, high: float, default: float = 0.0) -> float:
+        value = data.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{name}: expected a number from {low:g} to {high:g}")
+        return float(value)
+
+    count = int(number("count", -1, 1_000_000, 1))
+    status = data.pop("status", None)
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
+        raise ValueError("status: expected an HTTP status from 100 to 599")
+    headers = data.pop("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ValueError("headers: expected an object of strings")
+    reset = data.pop("reset", False)
+    if not isinstance(reset, bool):
+        raise ValueError("reset: expected true or false")
+    fault = Fault(
+        status=status,
+        body=data.pop("body", None),
+        headers=headers,
+        delay=number("delay", 0, 3600),
+        trickle=number("trickle", 0, 60),
+        reset=reset,
+        size=int(number("size", 0, 64 * 1024 * 1024)),
+        path=str(data.pop("path", "/job/resource-specs")),
+        query=str(data.pop("query", "")),
+    )
+    if data:
+        raise ValueError(f"unknown fields: {', '.join(sorted(data))}")
+    return fault, count
 
 
 def _gateway_error(status: int, code: str, message: str) -> Response:
