@@ -142,12 +142,8 @@ def many_watches(n: int) -> str:
     )
 
 
-async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
-    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
-) -> None:
-    """Ten watches on ten queries, a wrong secret key: the gateway never gets to lock the key."""
-    from monitor.daemon import ScaledClock
-
+def wrong_key_config(tmp_path: Path, sim: SimHandle, webhook: HttpReceiver, watches: int) -> Path:
+    """``watches`` watches on as many queries, and a secret key the gateway rejects."""
     path = write_config(
         tmp_path,
         sim.url,
@@ -155,9 +151,19 @@ async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
         [notifiers.hook]
         urls = ["json://127.0.0.1:{webhook.port}/alerts"]
         """,
-        watches=many_watches(10),
+        watches=many_watches(watches),
     )
     path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
+    return path
+
+
+async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
+    tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
+) -> None:
+    """Ten watches on ten queries, a wrong secret key: the gateway never gets to lock the key."""
+    from monitor.daemon import ScaledClock
+
+    path = wrong_key_config(tmp_path, sim, webhook, 10)
     config = load_config(path)
     # Ten scaled minutes pass in ten real seconds, so the schedules retry often; the key's
     # pause runs on real time and holds.
@@ -176,16 +182,7 @@ async def test_a_rejected_key_is_tried_at_most_twice_in_five_minutes(
 async def test_a_rejected_key_backs_off_at_least_five_minutes(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
-    path = write_config(
-        tmp_path,
-        sim.url,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """,
-        watches=many_watches(1),
-    )
-    path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
+    path = wrong_key_config(tmp_path, sim, webhook, 1)
     config = load_config(path)
     async with running(config) as daemon:
         await eventually(lambda: daemon.cycles >= 1, what="the first poll")
@@ -236,16 +233,7 @@ async def test_a_restart_keeps_the_backoff_of_a_rejected_key(
     tmp_path: Path, sim: SimHandle, webhook: HttpReceiver
 ) -> None:
     """Restarting (by hand or by systemd) must not send the rejected key again at once."""
-    path = write_config(
-        tmp_path,
-        sim.url,
-        notifiers=f"""
-        [notifiers.hook]
-        urls = ["json://127.0.0.1:{webhook.port}/alerts"]
-        """,
-        watches=many_watches(2),
-    )
-    path.write_text(path.read_text().replace(DEMO_SK, "wrong-secret-key"))
+    path = wrong_key_config(tmp_path, sim, webhook, 2)
     async with running(load_config(path)) as daemon:
         await eventually(lambda: daemon.cycles >= 2, what="the first polls")
     attempts = len(sim.sim.records(""))
